@@ -1,0 +1,266 @@
+"""Compare training logs written by train_gpt.py (logs/<run_id>.txt), and keep the records leaderboard.
+
+    python compare.py LOG... [--plot out.png]     table of runs (+ val loss vs time and vs tokens)
+    python compare.py --leaderboard [--records DIR]   records/*/ as a markdown table, also written into
+                                                      records/README.md between the leaderboard markers
+
+A log is a header (run_id:, command:, world_size:, device:, versions:, hyperparameters: {JSON}), maybe
+nvidia-smi output, the source of train_gpt.py between "==== source of train_gpt.py ====" and
+"==== end of source ====" (ignored entirely), then lines "step:N/TOTAL key:value ..." (a val line has
+val_loss, every other step line is a train line) and "peak memory allocated: A MiB reserved: R MiB".
+Old modded-nanogpt logs (no header, code printed without markers) parse too: a step line must start
+the line with digits ("step:12/3000"), which f-strings in the printed code never do.
+
+Training tokens at a step: the line's own tokens:N field (cumulative) if present, else the same step's
+tokens:N from another line, else step x tokens_per_step from the hyperparameters -- unless a
+batch_schedule is set (tokens per step vary), in which case it is unknown (None, shown as "?").
+"""
+import argparse
+import json
+import re
+import sys
+from collections import namedtuple
+from pathlib import Path
+
+TARGET = 3.28           # 124M on 8xH100 (modded-nanogpt track 1); also any multi-GPU / datacenter run
+TARGET_CONSUMER = 3.29  # 124M on a single consumer GPU (GeForce / RTX, e.g. RTX 4090)
+SOURCE_BEGIN, SOURCE_END = "==== source of train_gpt.py ====", "==== end of source ===="
+MARK_BEGIN, MARK_END = "<!-- leaderboard -->", "<!-- /leaderboard -->"
+HEADER_KEYS = ("run_id", "command", "world_size", "device", "versions", "hyperparameters")
+STEP_RE = re.compile(r"^step:(\d+)/(\d+)(?=\s|$)(.*)$")
+MEM_RE = re.compile(r"^peak memory (?:allocated|consumption): (\d+) MiB(?: reserved: (\d+) MiB)?")  # new, old
+
+ValPoint = namedtuple("ValPoint", "step train_time_ms tokens val_loss val_bpb")
+TrainPoint = namedtuple("TrainPoint", "step train_time_ms tokens train_loss tok_s mfu")
+
+
+class LogError(Exception):
+    """A log that cannot be used; the message names the file."""
+
+
+def _num(text):
+    """'1234ms' -> 1234.0, '41.2%' -> 41.2, 'n/a' / 'nanms' -> None."""
+    try:
+        value = float(re.sub(r"(ms|%|s)$", "", text))
+    except ValueError:
+        return None
+    return None if value != value else value  # nan -> None
+
+
+def parse_log(path):
+    """Parse one log into a dict: header fields, val/train points, total steps, peak memory (MiB)."""
+    path = Path(path)
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError as e:
+        raise LogError(f"{path}: cannot read ({e.strerror or e})") from None
+    run = dict(path=str(path), run_id=path.stem, command=None, world_size=None, device=None, versions=None,
+               hyperparameters={}, total_steps=None, peak_mem_allocated=None, peak_mem_reserved=None)
+    rows, in_source, seen_step, header = [], False, False, set()
+    for line in lines:
+        if line.strip() == SOURCE_BEGIN:
+            in_source = True
+        elif line.strip() == SOURCE_END:
+            in_source = False
+        elif in_source:
+            continue
+        elif m := STEP_RE.match(line):
+            seen_step = True
+            fields = dict(kv.split(":", 1) for kv in m[3].split() if ":" in kv)
+            rows.append((int(m[1]), fields))
+            run["total_steps"] = int(m[2])
+        elif m := MEM_RE.match(line):
+            run["peak_mem_allocated"] = int(m[1])
+            run["peak_mem_reserved"] = int(m[2]) if m[2] else None
+        elif not seen_step and (key := line.split(":", 1)[0]) in HEADER_KEYS and key not in header:
+            header.add(key)
+            value = line.split(":", 1)[1].strip()
+            if key == "hyperparameters":
+                try:
+                    value = json.loads(value)
+                    assert isinstance(value, dict)
+                except (json.JSONDecodeError, AssertionError):
+                    raise LogError(f"{path}: hyperparameters line is not a JSON object") from None
+            run[key] = int(value) if key == "world_size" and value.isdigit() else value
+    if not rows:
+        raise LogError(f"{path}: no step lines (not a train_gpt.py log, or the run died before step 0)")
+
+    hp = run["hyperparameters"]
+    tps = None if hp.get("batch_schedule") else hp.get("tokens_per_step")
+    known = {step: int(f["tokens"]) for step, f in rows if (f.get("tokens") or "").isdigit()}
+
+    def tokens(step, f):
+        if (f.get("tokens") or "").isdigit():
+            return int(f["tokens"])
+        if step in known:
+            return known[step]
+        return step * tps if tps else 0 if step == 0 and known else None
+
+    run["val"], run["train"] = [], []
+    for step, f in rows:
+        t, n = _num(f.get("train_time", "")), tokens(step, f)
+        if "val_loss" in f:
+            run["val"].append(ValPoint(step, t, n, _num(f["val_loss"]), _num(f.get("val_bpb", ""))))
+        else:
+            run["train"].append(TrainPoint(step, t, n, _num(f.get("train_loss", "")),
+                                           _num(f.get("tok/s", "")), _num(f.get("mfu", ""))))
+    return run
+
+
+def summarize(run):
+    """The numbers of a run's table row (None where unknown)."""
+    last_val = run["val"][-1] if run["val"] else None
+    last = max(run["val"] + run["train"], key=lambda p: p.step)
+    time_ms = last_val.train_time_ms if last_val else last.train_time_ms
+    tok_s = next((p.tok_s for p in reversed(run["train"]) if p.tok_s), None)
+    if tok_s is None and last.tokens and time_ms:
+        tok_s = last.tokens / (time_ms / 1000)
+    return dict(run=run["run_id"], last_step=last.step, total_steps=run["total_steps"], tokens=last.tokens,
+                val_loss=last_val and last_val.val_loss, val_bpb=last_val and last_val.val_bpb,
+                train_time_s=None if time_ms is None else time_ms / 1000, tok_s=tok_s,
+                peak_mem=run["peak_mem_allocated"])
+
+
+def human(n):
+    """491000 -> '491K', 12300000 -> '12.3M', 670000000 -> '0.67B'."""
+    if n is None:
+        return "?"
+    for scale, suffix, fmt in ((1e8, "B", "{:.2f}"), (1e6, "M", "{:.1f}"), (1e3, "K", "{:.0f}")):
+        if n >= scale:
+            return fmt.format(n / (1e9 if suffix == "B" else scale)) + suffix
+    return str(int(n))
+
+
+def fmt(value, spec):
+    return "?" if value is None else format(value, spec)
+
+
+def table(runs):
+    head = ["run", "steps", "tokens", "val_loss", "val_bpb", "train_time_s", "tok/s", "peak_mem_MiB"]
+    body = []
+    for s in map(summarize, runs):
+        body.append([s["run"], f"{s['last_step']}/{s['total_steps']}", human(s["tokens"]), fmt(s["val_loss"], ".4f"),
+                     fmt(s["val_bpb"], ".4f"), fmt(s["train_time_s"], ".1f"), fmt(s["tok_s"], ",.0f"),
+                     fmt(s["peak_mem"], "d")])
+    widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
+    just = lambda row: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+    return "\n".join([just(head), "  ".join("-" * w for w in widths)] + [just(r) for r in body])
+
+
+def build_figure(runs):
+    """Figure with val loss vs train time (s) and vs training tokens; the target line has gid 'target'."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # headless, and no pyplot global state
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(13, 5))
+    FigureCanvasAgg(fig)
+    ax_t, ax_n = fig.subplots(1, 2)
+    losses = []
+    for run in runs:
+        pts = [p for p in run["val"] if p.val_loss is not None]
+        losses += [p.val_loss for p in pts if p.step > 0] or [p.val_loss for p in pts]
+        timed = [p for p in pts if p.train_time_ms is not None]
+        ax_t.plot([p.train_time_ms / 1000 for p in timed], [p.val_loss for p in timed], marker=".", label=run["run_id"])
+        counted = [p for p in pts if p.tokens is not None]
+        if counted:  # no tokens known (old logs): no curve on the tokens panel
+            ax_n.plot([p.tokens for p in counted], [p.val_loss for p in counted], marker=".", label=run["run_id"])
+    for ax, xlabel in ((ax_t, "train time (s)"), (ax_n, "training tokens")):
+        has_curves = bool(ax.lines)
+        if losses:  # y range from val points after step 0, so the step-0 loss (~10.8) does not flatten the curves
+            pad = 0.05 * (max(losses) - min(losses)) + 0.02
+            ax.set_ylim(min(losses) - pad, max(losses) + pad)
+            lo, hi = ax.get_ylim()
+            if lo <= TARGET <= hi:
+                ax.axhline(TARGET, color="gray", linestyle="--", linewidth=1, gid="target", label=f"target {TARGET}")
+        ax.set_xlabel(xlabel)
+        if ax is ax_n:
+            ax.xaxis.set_major_formatter(lambda x, _: human(x) if x >= 0 else "")
+        ax.set_ylabel("val loss")
+        ax.grid(alpha=0.3)
+        if has_curves:
+            ax.legend()
+        else:
+            ax.text(0.5, 0.5, f"no {xlabel} in these logs", ha="center", transform=ax.transAxes)
+    fig.tight_layout()
+    return fig
+
+
+def target_for(run):
+    """3.29 for one consumer GPU (GeForce/RTX, no datacenter name), else 3.28; see records/README.md."""
+    device = run["device"] or ""
+    consumer = re.search(r"GeForce|RTX", device) and not re.search(r"H100|H200|A100|B200|RTX A|RTX PRO", device)
+    return TARGET_CONSUMER if run["world_size"] == 1 and consumer else TARGET
+
+
+def leaderboard(records_dir):
+    """Markdown table of records/*/ (one row per folder, mean over its logs), sorted by train time."""
+    rows = []
+    for folder in sorted(p for p in Path(records_dir).iterdir() if p.is_dir()):
+        logs = sorted(folder.glob("*.txt"))
+        if not logs:
+            continue
+        runs = [parse_log(p) for p in logs]
+        sums = [summarize(r) for r in runs]
+        vals, times = [s["val_loss"] for s in sums], [s["train_time_s"] for s in sums]
+        val = sum(vals) / len(vals) if None not in vals else None
+        time = sum(times) / len(times) if None not in times else None
+        device, ws = runs[0]["device"], runs[0]["world_size"]
+        hardware = "?" if not device else device if re.search(r"\sx\d+$", device) else f"{ws or '?'}× {device}"
+        date = folder.name[:10] if re.match(r"\d{4}-\d{2}-\d{2}", folder.name) else ""
+        readme = folder / "README.md"
+        declared = re.search(r"^target:\s*([\d.]+)\s*$", readme.read_text() if readme.exists() else "", re.M)
+        target = float(declared[1]) if declared else target_for(runs[0])  # e.g. "target: 2.92" (medium track)
+        met = "?" if val is None else f"{'yes' if val <= target else 'no'} (≤ {target})"
+        rows.append((time if time is not None else float("inf"),
+                     [f"[{folder.name}]({folder.name}/)", fmt(val, ".4f"), fmt(time, ".1f"), str(len(runs)),
+                      f"{sums[0]['last_step']}", hardware, date, met]))
+    lines = ["| record | val loss (mean) | train time (s) | logs | steps | hardware | date | target met |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(r) + " |" for _, r in sorted(rows, key=lambda r: r[0])]
+    if not rows:
+        lines.append("\n_No records yet._")
+    return "\n".join(lines)
+
+
+def write_leaderboard(readme, text):
+    """Put text between the markers of readme (markers appended if missing, file created if absent)."""
+    readme = Path(readme)
+    old = readme.read_text() if readme.exists() else "# Records\n"
+    block = f"{MARK_BEGIN}\n{text}\n{MARK_END}"
+    if MARK_BEGIN in old and MARK_END in old:
+        head, rest = old.split(MARK_BEGIN, 1)
+        new = head + block + rest.split(MARK_END, 1)[1]
+    else:
+        new = old.rstrip("\n") + "\n\n## Leaderboard\n\n" + block + "\n"
+    readme.write_text(new)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("logs", nargs="*", help="log files (logs/<run_id>.txt)")
+    ap.add_argument("--plot", metavar="OUT.png", help="save val loss vs time / vs tokens to this file")
+    ap.add_argument("--leaderboard", action="store_true", help="print and write the records leaderboard")
+    ap.add_argument("--records", default=str(Path(__file__).resolve().parent / "records"), help="records folder")
+    args = ap.parse_args(argv)
+    if not args.logs and not args.leaderboard:
+        ap.error("give log files and/or --leaderboard")
+    try:
+        runs = [parse_log(p) for p in args.logs]
+        if runs:
+            print(table(runs))
+        if runs and args.plot:
+            build_figure(runs).savefig(args.plot, dpi=120)
+            print(f"plot: {args.plot}")
+        if args.leaderboard:
+            if not Path(args.records).is_dir():
+                raise LogError(f"{args.records}: records folder does not exist")
+            text = leaderboard(args.records)
+            print(text)
+            write_leaderboard(Path(args.records) / "README.md", text)
+    except LogError as e:
+        print(f"compare.py: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

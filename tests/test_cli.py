@@ -1,0 +1,58 @@
+"""Hyperparameters from presets and --field=value (train_gpt.py's Hyperparameters section)."""
+import subprocess
+import sys
+
+import pytest
+
+import train_gpt as tg
+from conftest import ROOT
+
+
+def test_overrides_are_parsed_by_the_field_type():
+    args = tg.parse_args(["--num_iterations=500", "--muon_lr=0.03", "--qk_norm=FALSE", "--x0_skip=1",
+                          "--no_attn_layers=3,5", "--no_mlp_layers=", "--window_pattern=SSSL", "--adam_betas=0.9,0.99"])
+    assert args.num_iterations == 500 and args.muon_lr == 0.03 and args.qk_norm is False and args.x0_skip is True
+    assert args.no_attn_layers == (3, 5) and args.no_mlp_layers == () and args.adam_betas == (0.9, 0.99)
+
+
+def test_preset_then_overrides():
+    args = tg.parse_args(["--preset=cpu", "--num_layers=6"])
+    assert args.num_layers == 6 and args.model_dim == tg.PRESETS["cpu"]["model_dim"]
+    record = tg.parse_args(["--preset=record"])
+    assert record == tg.dataclasses.replace(tg.parse_args([]), preset="record")  # record = the defaults
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--num_iteration=5"], "unknown field --num_iteration (did you mean --num_iterations?)"),
+    (["--num_iterations=five"], "--num_iterations='five' is not a valid int"),
+    (["--qk_norm=yes"], "--qk_norm='yes' is not a valid bool"),
+    (["--no_attn_layers=1,x"], "--no_attn_layers='1,x' is not a valid"),
+    (["--preset=gpu"], "unknown --preset='gpu'"),
+    (["num_iterations=5"], "is not of the form --field=value"),
+    (["--window_pattern=SLX"], "--window_pattern='SLX' must be a string of S and L"),
+    (["--no_attn_layers=12"], "--no_attn_layers=(12,) must be layer indices in 0..11"),
+    (["--batch_schedule=100-3"], "--batch_schedule: '100-3' is not STEP:TOKENS"),
+])
+def test_bad_values_are_one_line_errors_naming_the_field(argv, message):
+    with pytest.raises(tg.ConfigError) as err:
+        tg.parse_args(argv)
+    assert message in str(err.value)
+
+
+def test_command_line_error_exits_nonzero_with_one_line():
+    result = subprocess.run([sys.executable, "train_gpt.py", "--muon_lr=fast"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode != 0
+    assert result.stderr.strip() == "train_gpt.py: --muon_lr='fast' is not a valid float"
+
+
+def test_import_has_no_side_effects(tmp_path):
+    code = "import os, sys; sys.path.insert(0, sys.argv[1]); import train_gpt; print(sorted(os.listdir('.')))"
+    result = subprocess.run([sys.executable, "-c", code, str(ROOT)], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "[]"
+
+
+def test_batch_schedule_stages():
+    args = tg.parse_args(["--preset=cpu", "--batch_schedule=10:2048,30:4096"])
+    assert [tg.tokens_per_step_at(s, args) for s in (0, 9, 10, 29, 30, 59)] == [1024, 1024, 2048, 2048, 4096, 4096]

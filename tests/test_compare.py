@@ -1,0 +1,193 @@
+"""compare.py: log parsing, the table, the plot and the records leaderboard, on small hand-written logs."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import compare
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "compare.py"
+
+# Lines inside the source block that would parse as log lines if the block were not skipped.
+DECOY_SOURCE = '''import os
+"""Example output:
+step:5/60 val_loss:1.0000 val_bpb:0.3000 train_time:5ms step_avg:1.00ms
+step:60/60 train_loss:0.5000 train_time:999999ms step_avg:1.00ms tokens:1 tok/s:1 mfu:n/a
+peak memory allocated: 1 MiB reserved: 2 MiB
+run_id: decoy
+"""
+    print0(f"step:{step}/{args.num_iterations} val_loss:{val_loss:.4f} train_time:{t:.0f}ms")
+'''
+
+
+def write_log(path, run_id, losses, tps=8192, step_ms=100, every=10, mem=1234, extra_hp=None, tokens_field=False):
+    """A log as train_gpt.py writes it: header, nvidia-smi, source block, val/train lines, memory line."""
+    n = (len(losses) - 1) * every
+    hp = {"preset": "cpu", "num_iterations": n, "tokens_per_step": tps, "batch_schedule": "", **(extra_hp or {})}
+    lines = [f"run_id: {run_id}", f"command: train_gpt.py --preset=cpu --num_iterations={n} --run_id={run_id}",
+             "world_size: 1", "device: cpu (8 cores)", "versions: python 3.11.7 torch 2.13.0 triton n/a cuda n/a",
+             "hyperparameters: " + json.dumps(hp), "nvidia-smi: not available",
+             "==== source of train_gpt.py ====", *DECOY_SOURCE.splitlines(), "==== end of source ===="]
+    for i, loss in enumerate(losses):
+        step = i * every
+        if step:
+            tok = f" tokens:{step * tps}" if tokens_field else ""
+            lines.append(f"step:{step}/{n} train_loss:{loss + 0.1:.4f} train_time:{step * step_ms}ms "
+                         f"step_avg:{step_ms:.2f}ms{tok} tok/s:{tps * 1000 // step_ms} mfu:n/a")
+        lines.append(f"step:{step}/{n} val_loss:{loss:.4f} val_bpb:{loss / 3.3:.4f} train_time:{step * step_ms}ms "
+                     f"step_avg:{(step_ms if step else float('nan')):.2f}ms")
+        if i == 1:
+            lines.append("warning: some free text that is not a log line")
+    lines.append(f"peak memory allocated: {mem} MiB reserved: {mem + 100} MiB")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def two_logs(tmp_path):
+    a = write_log(tmp_path / "a.txt", "run_a", [10.83, 7.5, 6.1, 5.2, 4.4, 3.9, 3.27])
+    b = write_log(tmp_path / "b.txt", "run_b", [10.83, 7.9, 6.5, 5.6, 4.8, 4.1, 3.35], step_ms=80, mem=2048)
+    return a, b
+
+
+def run_cli(*args, cwd):
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=cwd, capture_output=True, text=True)
+
+
+def test_parse_log_values_and_decoys_ignored(two_logs):
+    run = compare.parse_log(two_logs[0])
+    assert run["run_id"] == "run_a" and run["world_size"] == 1 and run["device"] == "cpu (8 cores)"
+    assert run["hyperparameters"]["tokens_per_step"] == 8192 and run["total_steps"] == 60
+    assert [p.step for p in run["val"]] == [0, 10, 20, 30, 40, 50, 60]  # the decoy step:5 is not there
+    assert [p.step for p in run["train"]] == [10, 20, 30, 40, 50, 60]
+    final = run["val"][-1]
+    assert final == (60, 6000.0, 60 * 8192, 3.27, pytest.approx(3.27 / 3.3, abs=1e-4))
+    assert run["val"][0].train_time_ms == 0 and run["val"][0].tokens == 0
+    assert run["train"][-1].tok_s == 81920 and run["train"][-1].mfu is None
+    assert run["peak_mem_allocated"] == 1234 and run["peak_mem_reserved"] == 1334
+    s = compare.summarize(run)
+    assert (s["val_loss"], s["train_time_s"], s["tokens"], s["peak_mem"]) == (3.27, 6.0, 491520, 1234)
+    assert compare.human(s["tokens"]) == "492K" and compare.human(670_000_000) == "0.67B"
+
+
+def test_tokens_field_preferred_and_batch_schedule(tmp_path):
+    # With a batch schedule, step x tokens_per_step is wrong: explicit tokens: fields are used instead,
+    # and the val line at the same step takes the train line's count.
+    log = write_log(tmp_path / "s.txt", "sched", [10.8, 6.0, 4.0], tps=1000, tokens_field=True,
+                    extra_hp={"batch_schedule": "0:500,10:1000"})
+    text = log.read_text().replace("tokens:20000", "tokens:15000")
+    log.write_text(text)
+    run = compare.parse_log(log)
+    assert [p.tokens for p in run["val"]] == [0, 10000, 15000]
+    no_field = write_log(tmp_path / "t.txt", "sched2", [10.8, 6.0], extra_hp={"batch_schedule": "0:500"})
+    assert compare.parse_log(no_field)["val"][-1].tokens is None
+
+
+def test_old_modded_nanogpt_log(tmp_path):
+    log = tmp_path / "old.txt"
+    log.write_text("import os\n    print0(f'step:{step}/{n} val_loss:{v:.4f}')\n" + "=" * 100 + "\n"
+                   "step:0/100 val_loss:10.8258 train_time:0ms step_avg:nanms\n"
+                   "step:1/100 train_time:24891ms step_avg:nanms\n"
+                   "step:100/100 val_loss:3.2799 train_time:180000ms step_avg:1800.00ms\n"
+                   "peak memory consumption: 22000 MiB\n")
+    run = compare.parse_log(log)
+    assert run["run_id"] == "old" and run["val"][-1].val_loss == 3.2799 and run["val"][-1].tokens is None
+    assert run["val"][-1].val_bpb is None and run["train"][0].train_loss is None
+    assert run["peak_mem_allocated"] == 22000 and "?" in compare.table([run])
+    fig = compare.build_figure([run])  # no tokens known: the tokens panel is empty, the time panel has the run
+    curves = [[l for l in ax.get_lines() if l.get_gid() != "target"] for ax in fig.axes]
+    assert len(curves[0]) == 1 and not curves[1]
+
+
+def test_cli_table_and_plot(two_logs, tmp_path):
+    out = tmp_path / "out.png"
+    r = run_cli(*two_logs, "--plot", out, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "run_a" in r.stdout and "run_b" in r.stdout and "3.2700" in r.stdout and "60/60" in r.stdout
+    table_lines = [l for l in r.stdout.splitlines() if l.startswith("run")]
+    assert len({len(l.rstrip()) for l in r.stdout.splitlines()[:4]}) == 1, r.stdout  # aligned columns
+    assert len(table_lines) == 3  # header + two rows
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_figure_has_one_curve_per_run(two_logs):
+    fig = compare.build_figure([compare.parse_log(p) for p in two_logs])
+    assert len(fig.axes) == 2
+    for ax in fig.axes:
+        curves = [l for l in ax.get_lines() if l.get_gid() != "target"]
+        assert len(curves) == 2
+        assert any(l.get_gid() == "target" for l in ax.get_lines())  # 3.28 lies within 3.27..3.35+
+    assert fig.axes[0].get_lines()[0].get_xdata()[-1] == 6.0  # seconds
+    assert fig.axes[1].get_lines()[0].get_xdata()[-1] == 60 * 8192
+
+
+def test_missing_file_and_no_step_lines(two_logs, tmp_path):
+    r = run_cli(two_logs[0], tmp_path / "nope.txt", cwd=tmp_path)
+    assert r.returncode != 0 and r.stderr.count("\n") == 1 and "nope.txt" in r.stderr
+    empty = tmp_path / "empty.txt"
+    empty.write_text("run_id: empty\nTraceback (most recent call last):\n")
+    r = run_cli(empty, cwd=tmp_path)
+    assert r.returncode != 0 and r.stderr.count("\n") == 1 and "empty.txt" in r.stderr
+
+
+def test_leaderboard(two_logs, tmp_path):
+    records = tmp_path / "records"
+    rec = records / "2025-01-15_FasterMuon"
+    rec.mkdir(parents=True)
+    (rec / "README.md").write_text("# Faster Muon\n")
+    (rec / "run_a.txt").write_text(two_logs[0].read_text())
+    (records / "README.md").write_text("# Records\n\nrules\n\n<!-- leaderboard -->\nold\n<!-- /leaderboard -->\n\nend\n")
+    r = run_cli("--leaderboard", "--records", records, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    row = next(l for l in r.stdout.splitlines() if "2025-01-15_FasterMuon" in l)
+    assert "3.2700" in row and "6.0" in row and "2025-01-15" in row and "1× cpu (8 cores)" in row and "yes" in row
+    readme = (records / "README.md").read_text()
+    assert "old" not in readme and row in readme and readme.endswith("<!-- /leaderboard -->\n\nend\n")
+    assert readme.startswith("# Records\n\nrules\n\n<!-- leaderboard -->\n")
+
+
+def test_leaderboard_empty(tmp_path):
+    records = tmp_path / "records"
+    records.mkdir()
+    (records / "README.md").write_text("# Records\n<!-- leaderboard -->\n<!-- /leaderboard -->\n")
+    r = run_cli("--leaderboard", "--records", records, cwd=tmp_path)
+    assert r.returncode == 0 and "No records yet" in r.stdout
+    assert "No records yet" in (records / "README.md").read_text()
+
+
+def test_target_rule():
+    run = lambda ws, dev: {"world_size": ws, "device": dev}
+    assert compare.target_for(run(1, "NVIDIA GeForce RTX 4090")) == 3.29
+    assert compare.target_for(run(8, "NVIDIA H100 80GB HBM3 x8")) == 3.28
+    assert compare.target_for(run(2, "NVIDIA GeForce RTX 4090")) == 3.28
+    assert compare.target_for(run(1, "NVIDIA H100 80GB HBM3")) == 3.28
+
+
+def test_leaderboard_means_sorting_and_declared_target(two_logs, tmp_path):
+    records = tmp_path / "records"
+    slow, fast = records / "2025-01-01_Baseline", records / "Medium"
+    for folder in (slow, fast):
+        folder.mkdir(parents=True)
+    (slow / "README.md").write_text("# Baseline\n")
+    (slow / "seed1.txt").write_text(two_logs[0].read_text())   # 3.27 in 6.0 s
+    (slow / "seed2.txt").write_text(two_logs[1].read_text())   # 3.35 in 4.8 s
+    (fast / "README.md").write_text("# Medium\ntarget: 2.92\n")
+    write_log(fast / "m.txt", "m", [10.8, 3.0], step_ms=10)      # 3.0 in 0.1 s: misses 2.92
+    text = compare.leaderboard(records)
+    rows = [l for l in text.splitlines() if l.startswith("| [")]
+    assert "Medium" in rows[0] and "no (≤ 2.92)" in rows[0] and "| 0.1 |" in rows[0]
+    assert "3.3100" in rows[1] and "5.4" in rows[1] and "| 2 |" in rows[1] and "no (≤ 3.28)" in rows[1]
+    assert not (records / "README.md").exists()  # leaderboard() only builds the text
+    compare.write_leaderboard(records / "README.md", text)
+    assert compare.MARK_BEGIN in (records / "README.md").read_text() and rows[0] in (records / "README.md").read_text()
+
+
+def test_matplotlib_only_imported_when_plotting(two_logs, tmp_path):
+    code = ("import sys, compare; compare.main([sys.argv[1]]); "
+            "assert 'matplotlib' not in sys.modules, 'matplotlib imported without --plot'")
+    r = subprocess.run([sys.executable, "-c", code, str(two_logs[0])], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

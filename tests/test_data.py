@@ -1,0 +1,138 @@
+"""Shards, the training token stream and the val set (train_gpt.py's Data section)."""
+import numpy as np
+import pytest
+
+import train_gpt as tg
+
+
+def make_shards(tmp_path, sizes, seed=0, doc_len=50):
+    """Shards of random tokens with an EOT every ~doc_len tokens; -> glob pattern."""
+    rng = np.random.default_rng(seed)
+    for i, n in enumerate(sizes):
+        tokens = rng.integers(0, tg.EOT, n)
+        tokens[rng.random(n) < 1 / doc_len] = tg.EOT
+        tg.write_shard(tmp_path / f"t_train_{i:06d}.bin", tokens)
+    return str(tmp_path / "t_train_*.bin")
+
+
+def test_shard_round_trip_and_no_temp_file(tmp_path):
+    tokens = np.array([tg.EOT, 0, 1, 65535, 42], dtype=np.int64)
+    tg.write_shard(tmp_path / "a.bin", tokens)
+    assert np.array_equal(tg.read_shard(tmp_path / "a.bin"), tokens)
+    assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]
+    header = np.fromfile(tmp_path / "a.bin", dtype=np.int32, count=256)
+    assert list(header[:3]) == [20240520, 1, 5] and not header[3:].any()
+
+
+def test_write_shard_rejects_tokens_outside_uint16(tmp_path):
+    with pytest.raises(tg.ShardError, match="uint16"):
+        tg.write_shard(tmp_path / "a.bin", [1, 70000])
+    assert not list(tmp_path.iterdir())
+
+
+def corrupt(path, kind):
+    data = bytearray(path.read_bytes())
+    if kind == "magic":
+        data[0:4] = np.int32(12345).tobytes()
+    elif kind == "version":
+        data[4:8] = np.int32(2).tobytes()
+    elif kind == "shorter":
+        data = data[:-2]
+    elif kind == "longer":
+        data += b"\x00\x00"
+    elif kind == "odd":
+        data += b"\x00"
+    elif kind == "no_header":
+        data = data[:100]
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("kind,message", [("magic", "magic number 12345"), ("version", "version 2"),
+                                          ("shorter", "header says 10 tokens but the file holds 9"),
+                                          ("longer", "header says 10 tokens but the file holds 11"),
+                                          ("odd", "holds 10.5"), ("no_header", "shorter than the 1024-byte")])
+def test_every_bad_shard_names_the_file(tmp_path, kind, message):
+    path = tmp_path / "bad_shard.bin"
+    tg.write_shard(path, np.arange(10))
+    corrupt(path, kind)
+    with pytest.raises(tg.ShardError) as err:
+        tg.read_shard(path)
+    assert str(path) in str(err.value) and message in str(err.value)
+
+
+def stream_tokens(stream, steps, tokens_per_step):
+    """Input tokens of `steps` steps as one flat array, in stream order."""
+    return np.concatenate([stream.next_step(tokens_per_step)[..., :-1].ravel() for _ in range(steps)])
+
+
+@pytest.mark.parametrize("align", [False, True])
+def test_two_ranks_are_disjoint_and_make_the_one_rank_stream(proxy_dir, align):
+    pattern = str(proxy_dir / "wiki_train_*.bin")
+    kw = dict(seq_len=512, micro_batch_seqs=2, seed=3, align_to_doc=align)
+    single = tg.TokenStream(pattern, **kw)
+    ranks = [tg.TokenStream(pattern, rank=r, world_size=2, **kw) for r in range(2)]
+    for _ in range(3):
+        whole = single.next_step(4096)  # accumulation 4 on one process, 2 on each of two
+        parts = [s.next_step(4096) for s in ranks]
+        assert whole.shape == (4, 2, 513) and parts[0].shape == (2, 2, 513)
+        assert np.array_equal(np.concatenate(parts), whole)  # rank 0 then rank 1 = the 1-rank step
+    # disjoint positions: no two sequences of a step start at the same place
+    starts = [tuple(seq[:8]) for seq in whole.reshape(-1, 513)]
+    assert len(set(starts)) == len(starts)
+    if align:
+        assert (whole[..., 0] == tg.EOT).all()
+
+
+def test_rank_slices_are_contiguous_tokens_of_the_stream(tmp_path):
+    pattern = make_shards(tmp_path, [5000])
+    tokens = np.asarray(tg.read_shard(tmp_path / "t_train_000000.bin"))
+    rank1 = tg.TokenStream(pattern, 64, 1, rank=1, world_size=2).next_step(256)  # 2 sequences per rank
+    assert np.array_equal(rank1[0, 0], tokens[128:128 + 65]) and np.array_equal(rank1[1, 0], tokens[192:192 + 65])
+
+
+def test_same_seed_same_batches_other_seed_other_order(tmp_path):
+    pattern = make_shards(tmp_path, [3000] * 6)
+    first = [stream_tokens(tg.TokenStream(pattern, 64, 2, seed=7), 5, 256) for _ in range(2)]
+    assert np.array_equal(*first)
+    other = stream_tokens(tg.TokenStream(pattern, 64, 2, seed=8), 5, 256)
+    assert not np.array_equal(first[0], other)
+
+
+def test_restored_position_continues_with_the_same_batches(tmp_path):
+    pattern = make_shards(tmp_path, [1000, 700, 900])  # steps cross shard and epoch boundaries
+    for align in (False, True):
+        straight = tg.TokenStream(pattern, 64, 2, seed=1, align_to_doc=align)
+        stream_tokens(straight, 4, 256)
+        state = straight.state_dict()
+        expected = stream_tokens(straight, 12, 256)
+        resumed = tg.TokenStream(pattern, 64, 2, seed=1, align_to_doc=align)
+        resumed.load_state_dict(state)
+        assert np.array_equal(stream_tokens(resumed, 12, 256), expected)
+        assert straight.epoch >= 1  # the test really crossed into a new epoch
+
+
+def test_aligned_sequences_start_at_documents(tmp_path):
+    pattern = make_shards(tmp_path, [4000], doc_len=30)
+    batch = tg.TokenStream(pattern, 32, 4, align_to_doc=True).next_step(256)
+    assert (batch[..., 0] == tg.EOT).all()
+
+
+def test_non_integer_accumulation_names_the_numbers(tmp_path):
+    stream = tg.TokenStream(make_shards(tmp_path, [3000]), 64, 3, world_size=2)
+    with pytest.raises(tg.ConfigError, match=r"tokens_per_step=1000 .* world_size=2 .* micro-batch tokens=192"):
+        stream.next_step(1000)
+
+
+def test_missing_shards_error_names_the_pattern(tmp_path):
+    with pytest.raises(tg.ShardError, match="nothing_here_"):
+        tg.TokenStream(str(tmp_path / "nothing_here_*.bin"), 64, 1)
+
+
+def test_val_sequences_are_fixed_and_cover_the_first_tokens(tmp_path):
+    make_shards(tmp_path, [300, 300])
+    seqs = tg.load_val_sequences(str(tmp_path / "t_train_*.bin"), 500, 100)
+    both = np.concatenate([tg.read_shard(tmp_path / f"t_train_{i:06d}.bin") for i in range(2)])
+    assert seqs.shape == (5, 101)
+    assert np.array_equal(seqs[:, :-1].ravel(), both[:500]) and np.array_equal(seqs[:, 1:].ravel(), both[1:501])
+    with pytest.raises(tg.ShardError, match="fewer than val_tokens=700"):
+        tg.load_val_sequences(str(tmp_path / "t_train_*.bin"), 700, 100)

@@ -1,0 +1,1222 @@
+"""
+train_gpt.py: train a GPT-2-class model from scratch on FineWeb as fast as possible, in one file.
+
+    python train_gpt.py --preset=cpu                      # tiny smoke run on CPU, seconds
+    ./run.sh                                              # torchrun on every visible GPU, preset from the hardware
+    torchrun --standalone --nproc_per_node=8 train_gpt.py --preset=record --seed=1
+    python train_gpt.py --sample=logs/<run_id>/final.pt --prompt="The capital of France is"
+
+Any Hyperparameters field can be set as --field=value. Each trick below is one flag (default = the record setting):
+    rope_fraction      partial RoPE: rotary on this fraction of each head's dims, the rest position-free
+    qk_norm            RMS-normalise queries and keys; attention scale is attn_scale
+    mlp_act            "relu2" (ReLU squared) or "gelu" in the 4x MLP
+    zero_init_out      attention-out and MLP-down projections start at zero
+    unet_skips         encoder half's outputs added to the mirrored decoder layers with learned weights
+    x0_skip            each block mixes in the normalised embedding: x = a*x + b*x0, a and b learned per layer
+    value_embeds       N extra embedding tables mixed into the values of the first N and last N layers
+    smear_gate         each position adds a gated fraction of the previous token's embedding
+    bigram_embed       hashed (previous token, token) embedding of vocab*N rows added before every block
+    attn_gate          per-head sigmoid gate on the attention output, computed from a few input channels
+    backout            subtract a learned fraction of the residual after 2/3 of the layers before the head
+    logit_softcap      soft-cap on logits, softcap_form "tanh" (c*tanh(z/c)) or "sigmoid" (c*sigmoid(4z/c))
+    fp8_head           lm_head in FP8 through torch._scaled_mm ("auto": on for compute capability >= 8.9)
+    no_attn_layers     layers without attention (no_mlp_layers: without MLP)
+    window_pattern     sliding-window size per layer: S(hort) or L(ong), tiled over the layers
+    norm_after_embed   RMSNorm right after the token embedding
+Attention is FlexAttention on CUDA (causal AND same document AND inside the window), the same mask as a dense
+boolean mask on CPU. Hidden matrices train with Muon, embeddings/head/scalars with Adam.
+"""
+import contextlib
+import copy
+import dataclasses
+import difflib
+import functools
+import glob
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+import typing
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.attention.flex_attention import BlockMask, flex_attention
+
+# -----------------------------------------------------------------------------
+# Hyperparameters (defaults = the 8xH100 record recipe; presets below change many at once)
+
+
+@dataclass
+class Hyperparameters:
+    # data
+    train_files: str = "data/fineweb10B/fineweb_train_*.bin"
+    val_files: str = "data/fineweb10B/fineweb_val_*.bin"
+    val_tokens: int = 10_485_760  # fixed val set, the same for every world size (modded-nanogpt)
+    tokens_per_step: int = 8 * 48 * 1024  # global batch; record 2025-08-23: 393,216 = 8 GPUs x 48K
+    batch_schedule: str = ""  # "STEP:TOKENS,...": tokens_per_step from each STEP on ("" = constant)
+    seq_len: int = 48 * 1024  # tokens per sequence; documents inside are separated by the attention mask
+    micro_batch_seqs: int = 1  # sequences per forward pass per process; accumulation makes up the rest
+    align_to_doc: bool = False  # start every sequence at a document start (EOT); skips the rest of long documents
+    seed: int = 0  # data order (shard shuffle per epoch) and init
+    # model: GPT-2 124M
+    vocab_size: int = 50304  # 50257 padded to a multiple of 128
+    num_layers: int = 12
+    model_dim: int = 768
+    num_heads: int = 6
+    head_dim: int = 128
+    rope_fraction: float = 0.5  # record 2025-08-23: RoPE on half the head dims
+    rope_base: float = 1024.0  # record 2025-08-23
+    rope_ntk_scaling: bool = False  # grow rope_base (NTK-aware) as the long window grows
+    qk_norm: bool = True
+    attn_scale: float = 0.12  # record 2025-08-23 (Marin uses 1.35/sqrt(head_dim))
+    mlp_act: str = "relu2"  # relu2 | gelu
+    zero_init_out: bool = True
+    unet_skips: bool = True
+    x0_skip: bool = True
+    value_embeds: int = 3  # record 2025-08-23: 3 tables on layers 0-2 and 9-11
+    smear_gate: bool = True
+    bigram_embed: int = 5  # rows = vocab * this; 0 = off (nanochat PR #747)
+    attn_gate: bool = True
+    backout: bool = True
+    logit_softcap: float = 30.0  # 0 = off; record 2025-08-23: 30*sigmoid(z/7.5)
+    softcap_form: str = "sigmoid"  # tanh | sigmoid
+    fp8_head: str = "auto"  # auto | on | off
+    no_attn_layers: tuple[int, ...] = (7,)  # record 2025-08-23: no attention in layer 7
+    no_mlp_layers: tuple[int, ...] = ()
+    norm_after_embed: bool = True
+    # attention windows, in 128-token blocks; alphabet: S = short window (long // 2), L = long window
+    window_pattern: str = "LSSSLSSLSSSL"  # record 2025-08-23
+    window_blocks_start: int = 1  # long window at step 0 (128 tokens)
+    window_blocks_end: int = 14  # long window at the last step (1792 tokens), linear in between
+    # optimizers: Muon for hidden matrices, Adam for the rest
+    muon_lr: float = 0.05  # record 2025-08-23
+    muon_momentum: float = 0.95  # record 2025-08-23, warmed up from muon_momentum_start
+    muon_momentum_start: float = 0.85
+    muon_momentum_warmup_steps: int = 300
+    muon_ortho: str = "ns5"  # ns5 (Newton-Schulz quintic) | polar (Polar Express)
+    muon_row_equilibration: bool = False  # scale each gradient row to the RMS row norm before orthogonalising
+    muon_plus: bool = False  # rescale the update to Frobenius norm sqrt(min(m, n))
+    normuon: bool = False  # per-row second-moment normalisation of the update (NorMuon)
+    muon_weight_decay: float = 0.0
+    cautious_wd: bool = False  # decay only where the update and the weight have the same sign
+    embed_lr: float = 0.6  # Adam lrs from the one-4090 script / modded-nanogpt 2024-11 records
+    head_lr: float = 0.008
+    scalar_lr: float = 0.04
+    adam_betas: tuple[float, ...] = (0.8, 0.95)  # record 2025-08-23
+    adam_eps: float = 1e-10  # record 2025-08-23
+    # schedule
+    num_iterations: int = 1695  # record 2025-08-23
+    cooldown_frac: float = 0.45  # record 2025-08-23: flat, then linear cooldown over the last 45%
+    final_lr_frac: float = 0.1  # record 2025-08-23
+    # run
+    val_loss_every: int = 125  # 0 = only at the end
+    train_log_every: int = 25
+    checkpoint_every: int = 0  # 0 = only the final checkpoint
+    save_checkpoint: bool = True
+    run_id: str = ""  # "" = a fresh unique id
+    resume: str = ""  # checkpoint to continue from; its hyperparameters apply unless overridden here
+    device: str = ""  # "" = cuda:LOCAL_RANK if available, else cpu
+    compile: bool = True
+    compile_mode: str = ""  # torch.compile mode: "" (default), "max-autotune", ...
+    warmup_steps: int = 10  # untimed compile steps on dummy data, then every state is reset
+    # sampling
+    sample: str = ""  # checkpoint to sample from instead of training
+    prompt: str = ""
+    max_new_tokens: int = 64
+    temperature: float = 0.8
+    top_k: int = 50
+    preset: str = ""
+
+
+PRESETS = {
+    "record": {},  # the defaults: 8xH100, or fewer GPUs through gradient accumulation
+    # one 24 GB card: same recipe, shorter sequences (more accumulation steps) so activations fit
+    "4090": dict(seq_len=16 * 1024),
+    # the ~350M model of the 2.92 track; step count is a starting point, not yet tuned here
+    "medium": dict(num_layers=16, model_dim=1024, num_heads=8, no_attn_layers=(), num_iterations=5000),
+    # a tiny model that trains on CPU in seconds (smoke runs, tests)
+    "cpu": dict(num_layers=4, model_dim=128, num_heads=2, head_dim=64, value_embeds=1, bigram_embed=1,
+                no_attn_layers=(), window_pattern="SL", window_blocks_end=2, seq_len=256, micro_batch_seqs=2,
+                tokens_per_step=1024, val_tokens=32768, num_iterations=60, cooldown_frac=0.3,
+                muon_momentum_warmup_steps=20, embed_lr=0.3, head_lr=0.02, val_loss_every=20,
+                train_log_every=10, compile=False, warmup_steps=0),
+}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def parse_value(name, text, kind):
+    """Convert one --field=value string to the field's type; booleans take true/false/1/0 in any case."""
+    try:
+        if kind is bool:
+            if text.lower() in ("1", "true"):
+                return True
+            if text.lower() in ("0", "false"):
+                return False
+            raise ValueError
+        if typing.get_origin(kind) is tuple:
+            item = typing.get_args(kind)[0]
+            return tuple(item(part) for part in text.split(",") if part.strip())
+        return kind(text)
+    except ValueError:
+        kind_name = getattr(kind, "__name__", str(kind))
+        raise ConfigError(f"--{name}={text!r} is not a valid {kind_name}") from None
+
+
+def parse_args(argv):
+    """Hyperparameters from defaults, then the checkpoint's (--resume) or the preset's, then --field=value."""
+    kinds = typing.get_type_hints(Hyperparameters)
+    overrides = {}
+    for arg in argv:
+        name, eq, text = arg.removeprefix("--").partition("=")
+        if not arg.startswith("--") or not eq:
+            raise ConfigError(f"argument {arg!r} is not of the form --field=value")
+        if name not in kinds:
+            close = difflib.get_close_matches(name, kinds, n=1)
+            raise ConfigError(f"unknown field --{name}" + (f" (did you mean --{close[0]}?)" if close else ""))
+        overrides[name] = parse_value(name, text, kinds[name])
+    args = Hyperparameters()
+    if overrides.get("resume"):
+        saved = torch.load(overrides["resume"], map_location="cpu", weights_only=False)["args"]
+        args = dataclasses.replace(args, **{**{k: v for k, v in saved.items() if k in kinds}, "run_id": ""})
+    preset = overrides.get("preset", "")
+    if preset not in PRESETS and preset:
+        raise ConfigError(f"unknown --preset={preset!r}; choose one of {', '.join(PRESETS)}")
+    args = dataclasses.replace(args, **{**PRESETS.get(preset, {}), **overrides})
+    validate(args)
+    return args
+
+
+def validate(args):
+    """Catch impossible settings at start-up, naming the field, instead of deep inside the run."""
+    L = args.num_layers
+    checks = [
+        ("window_pattern", args.window_pattern and set(args.window_pattern) <= {"S", "L"}, "a string of S and L"),
+        ("no_attn_layers", all(0 <= i < L for i in args.no_attn_layers), f"layer indices in 0..{L - 1}"),
+        ("no_mlp_layers", all(0 <= i < L for i in args.no_mlp_layers), f"layer indices in 0..{L - 1}"),
+        ("value_embeds", 0 <= 2 * args.value_embeds <= L, f"between 0 and num_layers/2 = {L // 2}"),
+        ("rope_fraction", 0 <= args.rope_fraction <= 1, "between 0 and 1"),
+        ("mlp_act", args.mlp_act in ("relu2", "gelu"), "relu2 or gelu"),
+        ("softcap_form", args.softcap_form in ("tanh", "sigmoid"), "tanh or sigmoid"),
+        ("fp8_head", args.fp8_head in ("auto", "on", "off"), "auto, on or off"),
+        ("muon_ortho", args.muon_ortho in ("ns5", "polar"), "ns5 or polar"),
+        ("window_blocks_start", 1 <= args.window_blocks_start, "at least 1"),
+        ("window_blocks_end", args.window_blocks_start <= args.window_blocks_end, "at least window_blocks_start"),
+        ("num_iterations", args.num_iterations >= 1, "at least 1"),
+        ("cooldown_frac", 0 <= args.cooldown_frac <= 1, "between 0 and 1"),
+        ("val_tokens", args.val_tokens >= args.seq_len, f"at least seq_len = {args.seq_len}"),
+    ]
+    for name, ok, expected in checks:
+        if not ok:
+            raise ConfigError(f"--{name}={getattr(args, name)!r} must be {expected}")
+    parse_batch_schedule(args)
+
+
+def parse_batch_schedule(args):
+    """'STEP:TOKENS,...' -> sorted [(step, tokens)], starting with (0, tokens_per_step)."""
+    stages = {0: args.tokens_per_step}
+    for part in filter(None, args.batch_schedule.replace(" ", "").split(",")):
+        step, colon, tokens = part.partition(":")
+        if not (colon and step.isdigit() and tokens.isdigit()):
+            raise ConfigError(f"--batch_schedule: {part!r} is not STEP:TOKENS (e.g. 0:196608,500:393216)")
+        stages[int(step)] = int(tokens)
+    return sorted(stages.items())
+
+
+# -----------------------------------------------------------------------------
+# Distributed setup
+
+
+def setup_distributed(device_name=""):
+    """torchrun's environment when present (NCCL on CUDA, gloo on CPU), else one process. -> rank, world, device"""
+    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if not device_name:
+        device_name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device_name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world_size, device
+
+
+def all_reduce_mean(tensors, world_size):
+    """Average tensors over ranks in place; async, so later work overlaps the communication. -> wait()"""
+    if world_size == 1:
+        return lambda: None
+    handles = [dist.all_reduce(t, async_op=True) for t in tensors]  # SUM: gloo has no AVG
+
+    def wait():
+        for handle, t in zip(handles, tensors):
+            handle.wait()
+            t.div_(world_size)
+    return wait
+
+
+# -----------------------------------------------------------------------------
+# Data: shards and loader
+
+SHARD_MAGIC, SHARD_VERSION, HEADER_INTS = 20240520, 1, 256  # modded-nanogpt's FineWeb shard format
+EOT = 50256  # GPT-2 <|endoftext|>: starts every document in a shard
+
+
+class ShardError(ValueError):
+    pass
+
+
+def write_shard(path, tokens):
+    """Write tokens as a shard atomically (tmp file + rename), so a crash never leaves half a shard."""
+    tokens = np.asarray(tokens)
+    if tokens.size and (tokens.min() < 0 or tokens.max() >= 2**16):
+        raise ShardError(f"{path}: token ids must fit in uint16 (0..65535)")
+    header = np.zeros(HEADER_INTS, dtype=np.int32)
+    header[:3] = SHARD_MAGIC, SHARD_VERSION, tokens.size
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(header.tobytes())
+        f.write(tokens.astype(np.uint16).tobytes())
+    os.replace(tmp, path)
+
+
+def read_shard(path):
+    """Memory-map a shard's tokens (uint16) after checking magic, version and length against the file size."""
+    size = os.path.getsize(path)
+    if size < HEADER_INTS * 4:
+        raise ShardError(f"{path}: {size} bytes is shorter than the {HEADER_INTS * 4}-byte shard header")
+    header = np.fromfile(path, dtype=np.int32, count=HEADER_INTS)
+    if header[0] != SHARD_MAGIC:
+        raise ShardError(f"{path}: magic number {header[0]} is not {SHARD_MAGIC}; not a token shard")
+    if header[1] != SHARD_VERSION:
+        raise ShardError(f"{path}: shard version {header[1]} is not supported (expected {SHARD_VERSION})")
+    n_tokens, n_stored = int(header[2]), (size - HEADER_INTS * 4) // 2
+    if n_stored != n_tokens or (size - HEADER_INTS * 4) % 2:
+        raise ShardError(f"{path}: header says {n_tokens} tokens but the file holds {(size - HEADER_INTS * 4) / 2:g}"
+                         " (truncated or corrupt download? delete it and fetch it again)")
+    return np.memmap(path, dtype=np.uint16, mode="r", offset=HEADER_INTS * 4, shape=(n_tokens,))
+
+class TokenStream:
+    """The global stream of training sequences over shards, cut into optimizer steps.
+
+    Every rank walks the same cursor over all sequences of a step and keeps its own contiguous share, so the
+    ranks' slices are disjoint and together are exactly the 1-process stream. Shard order is shuffled per epoch
+    from the seed. The cursor (epoch, shard, position) is the loader's whole state, saved in checkpoints."""
+
+    def __init__(self, pattern, seq_len, micro_batch_seqs, seed=0, align_to_doc=False, rank=0, world_size=1):
+        self.files = sorted(glob.glob(pattern))
+        if not self.files:
+            raise ShardError(f"no shard matches {pattern!r} (download with `python cached_fineweb10B.py 9`"
+                             " or set --train_files)")
+        self.seq_len, self.micro_batch_seqs, self.seed, self.align_to_doc = seq_len, micro_batch_seqs, seed, align_to_doc
+        self.rank, self.world_size = rank, world_size
+        self.load_state_dict(dict(epoch=0, shard=0, pos=0))
+
+    def state_dict(self):
+        return dict(epoch=self.epoch, shard=self.shard, pos=self.pos)
+
+    def load_state_dict(self, state):
+        self.epoch, self.shard, self.pos = state["epoch"], state["shard"], state["pos"]
+        self.order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.files))
+        self.tokens = read_shard(self.files[self.order[self.shard]])
+        self.doc_starts = np.flatnonzero(self.tokens == EOT) if self.align_to_doc else None
+
+    def _next_shard(self):
+        last = self.shard + 1 == len(self.files)
+        self.load_state_dict(dict(epoch=self.epoch + last, shard=0 if last else self.shard + 1, pos=0))
+
+    def _next_sequence(self):
+        """seq_len + 1 tokens (inputs and shifted targets) at the cursor, or at the next document start."""
+        for _ in range(2 * len(self.files) + 1):
+            start = self.pos
+            if self.align_to_doc:
+                i = np.searchsorted(self.doc_starts, start)
+                start = self.doc_starts[i] if i < len(self.doc_starts) else len(self.tokens)
+            if start + self.seq_len + 1 <= len(self.tokens):
+                self.pos = start + self.seq_len
+                return self.tokens[start:start + self.seq_len + 1]
+            self._next_shard()
+        raise ShardError(f"no shard among {self.files[0]}... holds a sequence of {self.seq_len + 1} tokens")
+
+    def next_step(self, tokens_per_step):
+        """This rank's micro-batches for one optimizer step: an int64 array (accum, micro_batch_seqs, seq_len+1)."""
+        accum = grad_accum_steps(tokens_per_step, self.world_size, self.micro_batch_seqs * self.seq_len)
+        per_rank = accum * self.micro_batch_seqs
+        sequences = [self._next_sequence() for _ in range(per_rank * self.world_size)]
+        mine = sequences[self.rank * per_rank:(self.rank + 1) * per_rank]
+        return np.stack(mine).astype(np.int64).reshape(accum, self.micro_batch_seqs, self.seq_len + 1)
+
+
+def grad_accum_steps(tokens_per_step, world_size, micro_batch_tokens):
+    if tokens_per_step % (world_size * micro_batch_tokens):
+        raise ConfigError(f"tokens_per_step={tokens_per_step} is not a multiple of world_size={world_size} x "
+                          f"micro-batch tokens={micro_batch_tokens} (micro_batch_seqs x seq_len); change one of them")
+    return tokens_per_step // (world_size * micro_batch_tokens)
+
+
+def load_val_sequences(pattern, val_tokens, seq_len):
+    """The first val_tokens // seq_len sequences of the val shards: the same set for every world size."""
+    files = sorted(glob.glob(pattern))
+    if not files:
+        raise ShardError(f"no shard matches {pattern!r} (set --val_files)")
+    n_seqs = val_tokens // seq_len
+    need, parts = n_seqs * seq_len + 1, []
+    for f in files:
+        parts.append(read_shard(f)[:need - sum(map(len, parts))])
+    tokens = np.concatenate(parts).astype(np.int64)
+    if len(tokens) < need:
+        raise ShardError(f"{pattern} holds {len(tokens)} tokens, fewer than val_tokens={val_tokens}; lower --val_tokens")
+    return np.lib.stride_tricks.sliding_window_view(tokens, seq_len + 1)[::seq_len]  # (n_seqs, seq_len + 1)
+
+
+def to_device(array, device):
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
+# -----------------------------------------------------------------------------
+# Attention masks: one mask function, as a FlexAttention BlockMask on CUDA and a dense mask on CPU
+
+BLOCK = 128  # FlexAttention block size; windows are counted in these blocks
+
+
+def document_ids(idx):
+    """(B, T) document index of each token: a running count of EOT, which starts every document."""
+    return (idx == EOT).cumsum(dim=1)
+
+
+def make_mask_mod(docs, window):
+    """mask(b, h, q, k) = causal AND same document AND inside the sliding window; window is a 0-d tensor."""
+    def mask_mod(b, h, q, k):
+        return (k <= q) & (docs[b, q] == docs[b, k]) & (q - k < window)
+    return mask_mod
+
+
+def dense_mask(docs, window):
+    """The mask function evaluated at every (q, k): (B, 1, T, T) bool for scaled_dot_product_attention."""
+    B, T = docs.shape
+    pos = torch.arange(T, device=docs.device)
+    b = torch.arange(B, device=docs.device)[:, None, None, None]
+    return make_mask_mod(docs, window)(b, 0, pos[:, None], pos[None, :])
+
+
+def block_mask(docs, window):
+    """BlockMask from document ids at 128-token granularity, without evaluating the mask token by token.
+
+    A (q-block, k-block) pair is skipped if no token pair can pass, 'full' if every pair passes (the mask
+    function is then not evaluated) and 'partial' otherwise. Documents are contiguous, so each block's first
+    and last document id say everything; the window is a tensor, so growing it does not recompile."""
+    B, T = docs.shape
+    n = T // BLOCK
+    blocks = docs.view(B, n, BLOCK)
+    first, last = blocks[..., 0], blocks[..., -1]  # (B, n)
+    qb = torch.arange(n, device=docs.device)[:, None]
+    kb = torch.arange(n, device=docs.device)[None, :]
+    distance = (qb - kb) * BLOCK  # token distance between the blocks' starts
+    any_pass = (kb <= qb) & (last[:, None, :] >= first[:, :, None]) & (distance - (BLOCK - 1) < window)
+    all_pass = (kb < qb) & (first[:, None, :] == last[:, :, None]) & (distance + (BLOCK - 1) < window)
+    partial = any_pass & ~all_pass
+
+    def ordered(blocks_pass):  # (B, n, n) bool -> counts (B, 1, n) and k-block indices, passing ones first
+        counts = blocks_pass.sum(-1, dtype=torch.int32)[:, None]
+        indices = torch.argsort(blocks_pass.to(torch.int8), dim=-1, descending=True, stable=True)
+        return counts, indices.to(torch.int32)[:, None]
+    return BlockMask.from_kv_blocks(*ordered(partial), *ordered(all_pass), BLOCK_SIZE=BLOCK,
+                                    mask_mod=make_mask_mod(docs, window))
+
+
+@functools.cache
+def compiled_flex_attention():
+    """flex_attention compiled on its own, for an eager model (made at first use: compiling costs seconds)."""
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def attention(q, k, v, mask, scale):
+    """(B, T, H, hd) in and out; mask is a BlockMask (flex) or a dense (B, 1, T, T) bool tensor."""
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, hd)
+    if isinstance(mask, BlockMask):  # inside a compiled model flex_attention is traced into the graph directly
+        flex = flex_attention if torch.compiler.is_compiling() else compiled_flex_attention()
+        y = flex(q, k, v, block_mask=mask, scale=scale)
+    else:
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    return y.transpose(1, 2)
+
+
+def build_masks(idx, windows):
+    """One mask per distinct window: {"L": mask, "S": mask}; windows = int tensor [long, short] in tokens."""
+    docs = document_ids(idx)
+    build = block_mask if idx.is_cuda else dense_mask
+    return {"L": build(docs, windows[0]), "S": build(docs, windows[1])}
+
+
+# -----------------------------------------------------------------------------
+# FP8 lm_head
+
+
+class FP8Matmul(torch.autograd.Function):
+    """x @ w.T in FP8 via torch._scaled_mm with static scales: x and w in e4m3, the output gradient in e5m2.
+
+    The scales map each operand's expected range onto the format's (e4m3 max 448); the gradient scale is per
+    token, because a mean loss makes each token's logit gradient at most 1/N (modded-nanogpt's FP8 head)."""
+
+    @staticmethod
+    def forward(ctx, x, w, x_scale, w_scale, grad_scale):
+        x_f8 = (x / x_scale).to(torch.float8_e4m3fn)
+        w_f8 = (w / w_scale).to(torch.float8_e4m3fn)
+        scale_x, scale_w = (torch.tensor(s, dtype=torch.float32, device=x.device) for s in (x_scale, w_scale))
+        out = torch._scaled_mm(x_f8, w_f8.T, scale_a=scale_x, scale_b=scale_w, out_dtype=torch.bfloat16,
+                               use_fast_accum=True)
+        ctx.save_for_backward(x_f8, w_f8, scale_x, scale_w)
+        ctx.grad_scale = grad_scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x_f8, w_f8, scale_x, scale_w = ctx.saved_tensors
+        grad_scale = ctx.grad_scale / grad.size(0)
+        grad_f8 = (grad / grad_scale).to(torch.float8_e5m2)
+        scale_g = torch.tensor(grad_scale, dtype=torch.float32, device=grad.device)
+        grad_x = torch._scaled_mm(grad_f8, w_f8.T.contiguous().T, scale_a=scale_g, scale_b=scale_w,
+                                  out_dtype=torch.bfloat16)
+        grad_w = torch._scaled_mm(x_f8.T.contiguous(), grad_f8.T.contiguous().T, scale_a=scale_x, scale_b=scale_g,
+                                  out_dtype=torch.float32).T
+        return grad_x, grad_w, None, None, None
+
+
+def fp8_supported(device):
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
+
+
+# -----------------------------------------------------------------------------
+# Model
+
+
+def norm(x):
+    return F.rms_norm(x, (x.size(-1),))  # no learned gain
+
+
+def linear(in_features, out_features, zero_init=False):
+    layer = nn.Linear(in_features, out_features, bias=False)
+    bound = 0.5 * (3 / in_features) ** 0.5  # uniform with std 0.5/sqrt(in) (modded-nanogpt CastedLinear)
+    nn.init.zeros_(layer.weight) if zero_init else nn.init.uniform_(layer.weight, -bound, bound)
+    return layer
+
+
+class Rotary(nn.Module):
+    """Partial RoPE: rotates the first rope_fraction of each head's dims; the rest carry no position."""
+
+    def __init__(self, head_dim, fraction, base):
+        super().__init__()
+        self.rot_dim = int(head_dim * fraction) // 2 * 2
+        self.register_buffer("inv_freq", torch.empty(self.rot_dim // 2), persistent=False)
+        self.set_base(base)
+
+    def set_base(self, base):
+        exponents = torch.arange(0, self.rot_dim, 2, dtype=torch.float32) / max(self.rot_dim, 1)
+        self.inv_freq.copy_(base ** -exponents)
+
+    def forward(self, T, device):
+        angles = torch.outer(torch.arange(T, device=device, dtype=torch.float32), self.inv_freq)
+        return angles.cos()[None, :, None, :], angles.sin()[None, :, None, :]  # (1, T, 1, rot_dim/2)
+
+
+def apply_rotary(x, cos, sin):
+    rot_dim = cos.size(-1) * 2
+    x1, x2 = x[..., :rot_dim].float().chunk(2, dim=-1)
+    rotated = torch.cat([x1 * cos + x2 * sin, x2 * cos - x1 * sin], dim=-1)
+    return torch.cat([rotated.type_as(x), x[..., rot_dim:]], dim=-1)
+
+
+GATE_CHANNELS = 12  # attention and smear gates read the first 12 channels (record 2025-08-23, one-4090 script)
+
+
+class Attention(nn.Module):
+    def __init__(self, args, has_value_embed):
+        super().__init__()
+        self.args, self.H, self.hd = args, args.num_heads, args.head_dim
+        self.qkv = linear(args.model_dim, 3 * self.H * self.hd)
+        self.proj = linear(self.H * self.hd, args.model_dim, zero_init=args.zero_init_out)
+        self.value_lambdas = nn.Parameter(torch.tensor([0.5, 0.5])) if has_value_embed else None
+        self.gate = linear(GATE_CHANNELS, self.H, zero_init=True) if args.attn_gate else None
+
+    def forward(self, x, value_embed, rope, mask):
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3 * self.H, self.hd).chunk(3, dim=2)  # (B, T, H, hd) each
+        if self.args.qk_norm:
+            q, k = norm(q), norm(k)
+        q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        if self.value_lambdas is not None:
+            v = self.value_lambdas[0] * v + self.value_lambdas[1] * value_embed.view_as(v)
+        y = attention(q.type_as(v), k.type_as(v), v, mask, self.args.attn_scale)  # (B, T, H, hd)
+        if self.gate is not None:
+            y = y * torch.sigmoid(self.gate(x[..., :GATE_CHANNELS])).unsqueeze(-1)
+        return self.proj(y.reshape(B, T, self.H * self.hd))
+
+
+class MLP(nn.Module):
+    def __init__(self, args):
+        super().__init__()
+        self.fc = linear(args.model_dim, 4 * args.model_dim)
+        self.proj = linear(4 * args.model_dim, args.model_dim, zero_init=args.zero_init_out)
+        self.act = (lambda x: F.relu(x).square()) if args.mlp_act == "relu2" else F.gelu
+
+    def forward(self, x):
+        return self.proj(self.act(self.fc(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, args, layer, has_value_embed):
+        super().__init__()
+        self.window = args.window_pattern[layer % len(args.window_pattern)]
+        self.attn = None if layer in args.no_attn_layers else Attention(args, has_value_embed)
+        self.mlp = None if layer in args.no_mlp_layers else MLP(args)
+        self.x0_lambdas = nn.Parameter(torch.tensor([1.0, 0.0])) if args.x0_skip else None
+
+    def forward(self, x, x0, value_embed, rope, masks):
+        if self.x0_lambdas is not None:
+            x = self.x0_lambdas[0] * x + self.x0_lambdas[1] * x0
+        if self.attn is not None:
+            x = x + self.attn(norm(x), value_embed, rope, masks[self.window])
+        if self.mlp is not None:
+            x = x + self.mlp(norm(x))
+        return x
+
+
+def previous_tokens(idx):
+    """(B, T) previous token, and whether there is none: the first position or a document start (EOT)."""
+    prev = F.pad(idx[:, :-1], (1, 0))
+    no_prev = (idx == EOT)
+    no_prev[:, 0] = True
+    return prev, no_prev
+
+
+class GPT(nn.Module):
+    def __init__(self, args):
+        super().__init__()
+        self.args = args
+        L, D, V = args.num_layers, args.model_dim, args.vocab_size
+        self.embed = nn.Embedding(V, D)
+        # value-embedding table i feeds layer i and layer L - n + i (U-Net pattern, record 2025-08-23)
+        self.value_embeds = nn.ModuleList(nn.Embedding(V, args.num_heads * args.head_dim)
+                                          for _ in range(args.value_embeds))
+        self.blocks = nn.ModuleList(Block(args, i, self.value_embed_index(i) is not None) for i in range(L))
+        self.rotary = Rotary(args.head_dim, args.rope_fraction, args.rope_base)
+        self.lm_head = linear(D, V, zero_init=True)  # zero-init head (modded-nanogpt)
+        self.skip_weights = nn.Parameter(torch.ones(L // 2)) if args.unet_skips else None
+        if args.smear_gate:
+            self.smear_gate = linear(GATE_CHANNELS, 1, zero_init=True)
+            self.smear_lambda = nn.Parameter(torch.zeros(()))
+        if args.bigram_embed:  # nanochat PR #747: zero-initialised table, per-layer weight 0.05
+            self.bigram = nn.Embedding(V * args.bigram_embed, D)
+            nn.init.zeros_(self.bigram.weight)
+            self.bigram_lambdas = nn.Parameter(torch.full((L,), 0.05))
+        self.backout_lambda = nn.Parameter(torch.tensor(0.5)) if args.backout else None  # one-4090 script: 0.5
+        self.use_fp8 = args.fp8_head == "on"  # "auto" is resolved by the training script for the device
+
+    def value_embed_index(self, layer):
+        n, L = self.args.value_embeds, self.args.num_layers
+        return layer if layer < n else layer - (L - n) if layer >= L - n else None
+
+    def embed_tokens(self, idx):
+        """Token embedding with the smear gate: a gated fraction of the previous position's embedding."""
+        x = self.embed(idx)  # (B, T, D)
+        if self.args.smear_gate:
+            _, no_prev = previous_tokens(idx)
+            gate = self.smear_lambda * torch.sigmoid(self.smear_gate(x[..., :GATE_CHANNELS]))  # (B, T, 1)
+            x = x + gate.masked_fill(no_prev[..., None], 0) * F.pad(x[:, :-1], (0, 0, 1, 0))
+        return norm(x) if self.args.norm_after_embed else x
+
+    def bigram_embedding(self, idx):
+        """Hashed (previous, current) token pair -> row; the last row stands for 'no previous token'."""
+        prev, no_prev = previous_tokens(idx)
+        rows = self.bigram.num_embeddings
+        hashed = torch.bitwise_xor(36313 * idx, 27191 * prev) % (rows - 1)  # nanochat PR #747's hash
+        return self.bigram(hashed.masked_fill(no_prev, rows - 1))
+
+    def forward(self, idx, targets=None, windows=None):
+        """idx (B, T) int64 -> mean loss if targets are given, else logits (B, T, V) in fp32."""
+        with torch.autocast(idx.device.type, torch.bfloat16, enabled=idx.is_cuda):
+            x = self.trunk(idx, windows)
+            return self.head(x, targets)
+
+    def trunk(self, idx, windows):
+        args, L = self.args, self.args.num_layers
+        masks = build_masks(idx, windows)
+        rope = self.rotary(idx.size(1), idx.device)
+        x = x0 = self.embed_tokens(idx)
+        bigram = self.bigram_embedding(idx) if args.bigram_embed else None
+        skips, backout = [], None
+        for i, block in enumerate(self.blocks):
+            if args.unet_skips and i >= L - L // 2:  # decoder half: add the mirrored encoder layer's output
+                x = x + self.skip_weights[i - (L - L // 2)] * skips.pop()
+            if bigram is not None:
+                x = x + self.bigram_lambdas[i] * bigram
+            j = self.value_embed_index(i)
+            x = block(x, x0, None if j is None else self.value_embeds[j](idx), rope, masks)
+            if args.unet_skips and i < L // 2:
+                skips.append(x)
+            if i + 1 == 2 * L // 3:
+                backout = x
+        if self.backout_lambda is not None:
+            x = x - self.backout_lambda * backout
+        return norm(x)
+
+    def head(self, x, targets):
+        args = self.args
+        B, T, D = x.shape
+        if self.use_fp8:
+            # record 2025-08-23 scales: x / (sqrt(768)/448), w / 2**-9, grad / (1/448)
+            logits = FP8Matmul.apply(x.reshape(-1, D), self.lm_head.weight, D ** 0.5 / 448, 2 ** -9, 1 / 448)
+        else:
+            logits = self.lm_head(x.reshape(-1, D))
+        logits = logits.float()  # (B*T, V); under torch.compile the cast fuses into the loss kernel
+        c = args.logit_softcap
+        if c and args.softcap_form == "tanh":
+            logits = c * torch.tanh(logits / c)
+        elif c:
+            logits = c * torch.sigmoid(logits * (4 / c))  # = c/2 * tanh(2z/c) + c/2
+        if targets is None:
+            return logits.view(B, T, -1)
+        return F.cross_entropy(logits, targets.reshape(-1))
+
+
+def param_groups(model):
+    """The one place that decides which optimizer trains each parameter.
+    -> {"muon": hidden matrices, "embed": token/value/bigram tables, "head": lm_head, "scalar": the rest}"""
+    groups = {"muon": [], "embed": [], "head": [], "scalar": []}
+    for name, p in model.named_parameters():
+        if name.startswith(("embed.", "value_embeds.", "bigram.")):
+            groups["embed"].append(p)
+        elif name.startswith("lm_head."):
+            groups["head"].append(p)
+        elif name.startswith("blocks.") and p.ndim == 2 and not name.endswith("gate.weight"):
+            groups["muon"].append(p)
+        else:  # lambdas, skip weights, gates
+            groups["scalar"].append(p)
+    return groups
+
+
+def check_param_coverage(model, optimizers):
+    """Every parameter must sit in exactly one optimizer group; fail with its name if not."""
+    counts = {id(p): 0 for p in model.parameters()}
+    for opt in optimizers:
+        for group in opt.param_groups:
+            for p in group["params"]:
+                counts[id(p)] = counts.get(id(p), 0) + 1
+    for name, p in model.named_parameters():
+        if counts[id(p)] != 1:
+            raise RuntimeError(f"parameter {name} is in {counts[id(p)]} optimizer groups (must be exactly 1);"
+                               " fix param_groups()")
+
+
+def check_gradients(model):
+    """After the first backward: a parameter without a gradient never trains (an unused table or gate)."""
+    missing = [name for name, p in model.named_parameters() if p.grad is None]
+    if missing:
+        raise RuntimeError(f"parameters received no gradient: {', '.join(missing)}; they are not used by forward()")
+
+
+# -----------------------------------------------------------------------------
+# Optimizers: Muon for hidden matrices, Adam for the rest
+
+NS5_COEFFS = [(3.4445, -4.7750, 2.0315)] * 5  # Newton-Schulz quintic (Keller Jordan's Muon)
+POLAR_EXPRESS_COEFFS = [  # Polar Express (Amsel et al. 2025), as in modded-nanogpt HEAD; input scaled by 1/(1.02|G|)
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+]
+
+
+def orthogonalize(G, method="ns5"):
+    """Approximate U V^T of G = U S V^T by an odd matrix polynomial; bf16 on GPU, fp32 on CPU."""
+    X = G.bfloat16() if G.is_cuda else G.float()
+    transposed = X.size(0) > X.size(1)
+    if transposed:
+        X = X.T
+    coeffs = POLAR_EXPRESS_COEFFS if method == "polar" else NS5_COEFFS
+    X = X / (X.norm() * (1.02 if method == "polar" else 1.0) + 1e-7)
+    for a, b, c in coeffs:
+        A = X @ X.T
+        X = a * X + (b * A + c * A @ A) @ X
+    return (X.T if transposed else X).to(G.dtype)
+
+
+def equilibrate_rows(G):
+    """Scale every row to the RMS row norm: equal row norms, same Frobenius norm."""
+    row_norms = G.norm(dim=1, keepdim=True)
+    return G * (row_norms.square().mean().sqrt() / row_norms.clamp_min(1e-12))
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon (Keller Jordan, 2024): Nesterov momentum whose update is orthogonalised, lr scaled by shape.
+
+    Distributed: gradients are averaged; each rank orthogonalises every world_size-th matrix of a shape group and
+    the results are all-gathered while the next ones are computed. Momentum and the elementwise steps after
+    orthogonalising run on every rank, so all ranks hold identical weights and optimizer state."""
+
+    def __init__(self, params, args, rank=0, world_size=1):
+        params = sorted(params, key=lambda p: tuple(p.shape), reverse=True)
+        shapes = list(dict.fromkeys(tuple(p.shape) for p in params))
+        groups = [dict(params=[p for p in params if tuple(p.shape) == s]) for s in shapes]
+        super().__init__(groups, dict(lr=args.muon_lr, initial_lr=args.muon_lr, momentum=args.muon_momentum,
+                                      weight_decay=args.muon_weight_decay))
+        self.args, self.rank, self.world_size = args, rank, world_size
+
+    @torch.no_grad()
+    def step(self):
+        gathers = []
+        for group in self.param_groups:
+            params = group["params"]
+            wait_grads = all_reduce_mean([p.grad for p in params], self.world_size)
+            wait_grads()
+            for base in range(0, len(params), self.world_size):
+                chunk = params[base:base + self.world_size]
+                updates = [self.momentum_update(p, group) for p in chunk]
+                mine = updates[self.rank] if self.rank < len(chunk) else torch.zeros_like(updates[0])
+                if self.args.muon_row_equilibration:
+                    mine = equilibrate_rows(mine)
+                mine = orthogonalize(mine, self.args.muon_ortho)
+                if self.world_size == 1:
+                    gathers.append((group, chunk, [mine], None))
+                    continue
+                outputs = [torch.empty_like(mine) for _ in range(self.world_size)]
+                gathers.append((group, chunk, outputs, dist.all_gather(outputs, mine.contiguous(), async_op=True)))
+        for group, chunk, outputs, handle in gathers:
+            if handle is not None:
+                handle.wait()
+            for p, update in zip(chunk, outputs):
+                self.apply_update(p, update, group)
+
+    def momentum_update(self, p, group):
+        buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad))
+        buf.lerp_(p.grad, 1 - group["momentum"])
+        return p.grad.lerp(buf, group["momentum"])  # Nesterov
+
+    def apply_update(self, p, update, group):
+        args, (rows, cols) = self.args, p.shape
+        if args.normuon:  # NorMuon (Li et al. 2025): normalise rows by their second moment, keep the norm
+            second_moment = self.state[p].setdefault("row_second_moment", torch.zeros(rows, 1, device=p.device))
+            second_moment.lerp_(update.float().square().mean(dim=1, keepdim=True), 1 - 0.95)
+            normalised = update / (second_moment.sqrt() + 1e-8)
+            update = normalised * (update.norm() / normalised.norm().clamp_min(1e-12))
+        if args.muon_plus:  # Muon+: Frobenius norm sqrt(min(m, n)), as an exactly orthogonal matrix has
+            update = update * (min(rows, cols) ** 0.5 / update.norm().clamp_min(1e-12))
+        lr = group["lr"] * max(1, rows / cols) ** 0.5
+        if group["weight_decay"]:
+            decay = lr * group["weight_decay"]
+            p.sub_(p * decay * ((update * p) > 0) if args.cautious_wd else p * decay)
+        p.add_(update.to(p.dtype), alpha=-lr)
+
+
+def build_optimizers(model, args, rank=0, world_size=1):
+    groups = param_groups(model)
+    muon = Muon(groups["muon"], args, rank, world_size)
+    adam_groups = [dict(params=groups[name], lr=lr, initial_lr=lr) for name, lr in
+                   (("embed", args.embed_lr), ("head", args.head_lr), ("scalar", args.scalar_lr)) if groups[name]]
+    adam = torch.optim.Adam(adam_groups, betas=tuple(args.adam_betas), eps=args.adam_eps,
+                            fused=next(model.parameters()).is_cuda)
+    check_param_coverage(model, [muon, adam])
+    return muon, adam
+
+
+# -----------------------------------------------------------------------------
+# Schedules: pure functions of the step
+
+
+def lr_multiplier(step, args):
+    """1 until the last cooldown_frac of the run, then linear down to final_lr_frac at the last step."""
+    frac_left = 1 - step / args.num_iterations
+    if frac_left >= args.cooldown_frac:
+        return 1.0
+    w = frac_left / args.cooldown_frac
+    return w + (1 - w) * args.final_lr_frac
+
+
+def muon_momentum(step, args):
+    frac = min(step / args.muon_momentum_warmup_steps, 1) if args.muon_momentum_warmup_steps else 1
+    return (1 - frac) * args.muon_momentum_start + frac * args.muon_momentum
+
+
+def window_blocks(step, args):
+    """(long, short) attention windows in 128-token blocks: long grows linearly, short = long // 2."""
+    frac = min(step / args.num_iterations, 1)
+    long = round(args.window_blocks_start + (args.window_blocks_end - args.window_blocks_start) * frac)
+    return long, max(1, long // 2)
+
+
+def tokens_per_step_at(step, args):
+    return [tokens for start, tokens in parse_batch_schedule(args) if start <= step][-1]
+
+
+def rope_base_at(step, args):
+    """NTK-aware scaling (bloc97, 2023): base * s^(d/(d-2)) when the long window has grown s-fold."""
+    rot_dim = int(args.head_dim * args.rope_fraction) // 2 * 2
+    if not args.rope_ntk_scaling or rot_dim <= 2:
+        return args.rope_base
+    growth = window_blocks(step, args)[0] / window_blocks(0, args)[0]
+    return args.rope_base * growth ** (rot_dim / (rot_dim - 2))
+
+
+def apply_schedules(step, args, model, muon, adam):
+    """Set every step-dependent value for this step; -> window sizes in tokens as a tensor [long, short]."""
+    for opt in (muon, adam):
+        for group in opt.param_groups:
+            group["lr"] = group["initial_lr"] * lr_multiplier(step, args)
+    for group in muon.param_groups:
+        group["momentum"] = muon_momentum(step, args)
+    if args.rope_ntk_scaling:
+        model.rotary.set_base(rope_base_at(step, args))
+    return window_tensor(step, args, next(model.parameters()).device)
+
+
+def window_tensor(step, args, device):
+    return torch.tensor([blocks * BLOCK for blocks in window_blocks(step, args)], dtype=torch.int64, device=device)
+
+
+# -----------------------------------------------------------------------------
+# FLOPs and MFU
+
+
+def mean_keys_per_query(window, T):
+    """Average number of keys a query attends to under a causal sliding window (documents ignored)."""
+    if window >= T:
+        return (T + 1) / 2
+    return (window * (window + 1) / 2 + (T - window) * window) / T
+
+
+def flops_per_token(args, step=None):
+    """Training FLOPs per token (forward + backward = 3x forward): every matmul incl. lm_head, attention
+    within the windows at this step (the last step if None)."""
+    D, H, hd, T = args.model_dim, args.num_heads, args.head_dim, args.seq_len
+    windows = dict(zip("LS", window_blocks(args.num_iterations if step is None else step, args)))
+    forward = 2 * D * args.vocab_size
+    for layer in range(args.num_layers):
+        if layer not in args.no_attn_layers:
+            keys = mean_keys_per_query(windows[args.window_pattern[layer % len(args.window_pattern)]] * BLOCK, T)
+            forward += 2 * D * 4 * H * hd + 2 * 2 * H * hd * keys  # qkv + out projections, QK^T and AV
+        if layer not in args.no_mlp_layers:
+            forward += 2 * 2 * D * 4 * D
+    return 3 * forward
+
+
+PEAK_BF16_TFLOPS = [  # dense, no sparsity, from NVIDIA's datasheets / architecture whitepapers
+    ("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("GH200", 989.4), ("A100", 312.0),
+    ("5090", 209.5), ("4090", 165.2), ("3090", 71.0),  # GeForce: bf16 with fp32 accumulation
+]
+
+
+def peak_flops(device):
+    """Peak bf16 FLOP/s of this device, or None when unknown (CPU, unlisted GPUs): MFU is then n/a."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((tflops * 1e12 for key, tflops in PEAK_BF16_TFLOPS if key in name), None)
+
+
+# -----------------------------------------------------------------------------
+# Validation, logging, checkpoints
+
+
+def gpt2_token_bytes(vocab_size):
+    """UTF-8 byte length of every GPT-2 token (0 for EOT and padding), for bits per byte; None without tiktoken."""
+    try:
+        import tiktoken
+        enc = tiktoken.get_encoding("gpt2")
+    except Exception as e:  # no tokenizer cache and no internet: report val_bpb as n/a, keep training
+        print(f"warning: GPT-2 tokenizer unavailable ({type(e).__name__}), val_bpb will be n/a", file=sys.stderr)
+        return None
+    lengths = [len(enc.decode_single_token_bytes(i)) for i in range(enc.eot_token)]
+    return torch.tensor(lengths + [0] * (vocab_size - len(lengths)), dtype=torch.float64)
+
+
+@torch.no_grad()
+def evaluate(model, val_seqs, args, windows, token_bytes, rank, world_size, device):
+    """Mean val loss and bits per byte over the fixed val sequences; rank r takes sequences r, r+world, ..."""
+    model.eval()
+    totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, tokens, bytes
+    mine = val_seqs[rank::world_size]
+    for start in range(0, len(mine), args.micro_batch_seqs):
+        batch = to_device(mine[start:start + args.micro_batch_seqs], device)
+        targets = batch[:, 1:]
+        totals[0] += model(batch[:, :-1], targets, windows).double() * targets.numel()
+        totals[1] += targets.numel()
+        if token_bytes is not None:
+            totals[2] += token_bytes.to(device)[targets].sum()
+    if world_size > 1:
+        dist.all_reduce(totals)
+    model.train()
+    loss = (totals[0] / totals[1]).item()
+    bpb = (totals[0] / math.log(2) / totals[2]).item() if token_bytes is not None else None
+    return loss, bpb
+
+
+class Logger:
+    """Rank 0 prints and appends to logs/<run_id>.txt; every line is flushed as it is written."""
+
+    def __init__(self, path, enabled):
+        self.path, self.enabled = path, enabled
+        if enabled:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+
+    def __call__(self, text, console=True):
+        if not self.enabled:
+            return
+        if console:
+            print(text, flush=True)
+        with open(self.path, "a") as f:
+            f.write(text + "\n")
+
+
+def log_header(log, args, argv, world_size, device):
+    """Everything needed to reproduce the run: command, hyperparameters, hardware, versions, full source."""
+    triton_version = "n/a"
+    with contextlib.suppress(ImportError):
+        import triton
+        triton_version = triton.__version__
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor()})"
+    log(f"run_id: {args.run_id}")
+    log(f"command: {' '.join(['train_gpt.py', *argv])}")
+    log(f"world_size: {world_size}")
+    log(f"device: {device_name} x{world_size}")
+    log(f"versions: python {platform.python_version()} torch {torch.__version__} triton {triton_version}"
+        f" cuda {torch.version.cuda or 'n/a'}")
+    log(f"hyperparameters: {json.dumps(dataclasses.asdict(args))}")
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        log(subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=20).stdout, console=False)
+    with open(__file__) as f:
+        log(f"==== source of train_gpt.py ====\n{f.read()}==== end of source ====", console=False)
+
+
+def save_checkpoint(path, model, muon, adam, stream, step, train_time_ms, args):
+    """Write atomically (tmp file + rename): an interrupted save never replaces a good checkpoint."""
+    state = dict(args=dataclasses.asdict(args), step=step, train_time_ms=train_time_ms, model=model.state_dict(),
+                 muon=muon.state_dict(), adam=adam.state_dict(), stream=stream.state_dict(),
+                 rng=torch.get_rng_state(), cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    torch.save(state, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def load_checkpoint(path, model, muon, adam, stream):
+    """Restore model, optimizers, loader position and RNG; -> (step, train_time_ms)."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    muon.load_state_dict(state["muon"])
+    adam.load_state_dict(state["adam"])
+    stream.load_state_dict(state["stream"])
+    torch.set_rng_state(state["rng"])
+    if state["cuda_rng"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return state["step"], state["train_time_ms"]
+
+
+# -----------------------------------------------------------------------------
+# Training
+
+
+def train_step(model, raw_model, micro_batches, windows, muon, adam, world_size, check_grads=False):
+    """Forward/backward over this rank's micro-batches, average gradients over micro-batches and ranks, then
+    step both optimizers. -> mean train loss (a device tensor: no host sync here)."""
+    loss_sum = 0
+    for batch in micro_batches:
+        loss = model(batch[:, :-1], batch[:, 1:], windows)
+        loss.backward()
+        loss_sum += loss.detach()
+    if check_grads:
+        check_gradients(raw_model)
+    grads = [p.grad for p in raw_model.parameters()]
+    if len(micro_batches) > 1:
+        torch._foreach_div_(grads, len(micro_batches))
+    wait_adam = all_reduce_mean([p.grad for group in adam.param_groups for p in group["params"]], world_size)
+    muon.step()  # reduces its own gradients, overlapping the Adam all-reduce
+    wait_adam()
+    adam.step()
+    raw_model.zero_grad(set_to_none=True)
+    return loss_sum / len(micro_batches)
+
+
+def warmup_compile(model, raw_model, args, muon, adam, device, world_size):
+    """Untimed steps on random tokens so torch.compile builds its kernels; then restore every state."""
+    if args.warmup_steps <= 0:
+        return
+    saved = copy.deepcopy(dict(model=raw_model.state_dict(), muon=muon.state_dict(), adam=adam.state_dict()))
+    accum = grad_accum_steps(args.tokens_per_step, world_size, args.micro_batch_seqs * args.seq_len)
+    shape = (accum, args.micro_batch_seqs, args.seq_len + 1)
+    for step in range(args.warmup_steps):
+        batches = torch.randint(0, args.vocab_size, shape, device=device)
+        windows = apply_schedules(step * args.num_iterations // args.warmup_steps, args, raw_model, muon, adam)
+        train_step(model, raw_model, batches, windows, muon, adam, world_size)
+    raw_model.load_state_dict(saved["model"])
+    muon.load_state_dict(saved["muon"])
+    adam.load_state_dict(saved["adam"])
+
+
+def parameter_counts(model):
+    groups = param_groups(model)
+    count = lambda ps: sum(p.numel() for p in ps)
+    return dict(total=count(model.parameters()), embeddings=count(groups["embed"]), matrices=count(groups["muon"]),
+                lm_head=count(groups["head"]), scalars=count(groups["scalar"]))
+
+
+def train(args, argv):
+    rank, world_size, device = setup_distributed(args.device)
+    torch.manual_seed(args.seed)
+    args = dataclasses.replace(args, run_id=args.run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6])
+    log = Logger(f"logs/{args.run_id}.txt", rank == 0)
+    log_header(log, args, argv, world_size, device)
+    for stage_start, tokens in parse_batch_schedule(args):  # fail now, not at the stage's first step
+        grad_accum_steps(tokens, world_size, args.micro_batch_seqs * args.seq_len)
+
+    raw_model = GPT(args).to(device)
+    raw_model.use_fp8 = args.fp8_head == "on" or (args.fp8_head == "auto" and fp8_supported(device))
+    log(f"parameters: {json.dumps(parameter_counts(raw_model))} fp8_head: {raw_model.use_fp8}")
+    model = torch.compile(raw_model, mode=args.compile_mode or None, dynamic=False) if args.compile else raw_model
+    muon, adam = build_optimizers(raw_model, args, rank, world_size)
+    warmup_compile(model, raw_model, args, muon, adam, device, world_size)
+
+    stream = TokenStream(args.train_files, args.seq_len, args.micro_batch_seqs, args.seed, args.align_to_doc,
+                         rank, world_size)
+    val_seqs = load_val_sequences(args.val_files, args.val_tokens, args.seq_len)
+    token_bytes = gpt2_token_bytes(args.vocab_size)
+    step, train_time_ms = 0, 0.0
+    if args.resume:
+        step, train_time_ms = load_checkpoint(args.resume, raw_model, muon, adam, stream)
+        log(f"resumed from {args.resume} at step {step}")
+    run_loop(args, model, raw_model, muon, adam, stream, val_seqs, token_bytes, step, train_time_ms,
+             log, rank, world_size, device)
+    if device.type == "cuda":
+        log(f"peak memory allocated: {torch.cuda.max_memory_allocated() // 2**20} MiB"
+            f" reserved: {torch.cuda.max_memory_reserved() // 2**20} MiB")
+    else:
+        import resource  # CPU: the process's peak resident memory stands in for both
+        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+        log(f"peak memory allocated: {peak_mib} MiB reserved: {peak_mib} MiB")
+
+
+def tokens_before(step, args):
+    return sum(tokens_per_step_at(s, args) for s in range(step))
+
+
+def run_loop(args, model, raw_model, muon, adam, stream, val_seqs, token_bytes, step, train_time_ms,
+             log, rank, world_size, device):
+    """Steps from `step` to num_iterations. The clock covers training steps only: it stops for validation and
+    checkpoints (as the records count it). Train loss is read back only at log steps, so there is no
+    per-step host sync."""
+    N, peak = args.num_iterations, peak_flops(device)
+    loss_sum, logged_step, logged_time = torch.zeros((), device=device), step, train_time_ms
+    first_bad_step = torch.full((), N + 1, device=device)  # first step with a non-finite loss, N + 1 = none
+    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    synchronize()
+    t0 = time.perf_counter()
+    while True:
+        last = step == N
+        if last or (args.val_loss_every and step % args.val_loss_every == 0):
+            synchronize()
+            train_time_ms += 1000 * (time.perf_counter() - t0)
+            windows = window_tensor(step, args, device)
+            val_loss, val_bpb = evaluate(model, val_seqs, args, windows, token_bytes, rank, world_size, device)
+            bpb_text = f"{val_bpb:.4f}" if val_bpb is not None else "n/a"
+            log(f"step:{step}/{N} val_loss:{val_loss:.4f} val_bpb:{bpb_text} train_time:{train_time_ms:.0f}ms"
+                f" step_avg:{train_time_ms / max(step, 1):.2f}ms tokens:{tokens_before(step, args)}")
+            t0 = time.perf_counter()
+        if last or (args.checkpoint_every and step % args.checkpoint_every == 0 and step > 0):
+            if rank == 0 and args.save_checkpoint:
+                name = "final" if last else f"step_{step:06d}"
+                save_checkpoint(f"logs/{args.run_id}/{name}.pt", raw_model, muon, adam, stream, step,
+                                train_time_ms + 1000 * (time.perf_counter() - t0), args)
+            t0 = time.perf_counter()  # checkpoint writing is not training time
+        if last:
+            return
+        windows = apply_schedules(step, args, raw_model, muon, adam)
+        batches = to_device(stream.next_step(tokens_per_step_at(step, args)), device)
+        loss = train_step(model, raw_model, batches, windows, muon, adam, world_size, check_grads=step == 0)
+        loss_sum += loss
+        first_bad_step = torch.where(torch.isfinite(loss), first_bad_step, torch.minimum(first_bad_step,
+                                                                                           torch.tensor(step)))
+        step += 1
+        if step % args.train_log_every == 0 or step == N:
+            if first_bad_step.item() <= N:
+                raise FloatingPointError(f"loss is {loss.item()} (non-finite) at step {first_bad_step.item()}; "
+                                         "lower the learning rates or check the data")
+            synchronize()
+            now_ms = train_time_ms + 1000 * (time.perf_counter() - t0)
+            interval_s = max(now_ms - logged_time, 1e-6) / 1000
+            tok_per_s = (tokens_before(step, args) - tokens_before(logged_step, args)) / interval_s
+            mfu = f"{100 * flops_per_token(args, step) * tok_per_s / (peak * world_size):.1f}%" if peak else "n/a"
+            log(f"step:{step}/{N} train_loss:{(loss_sum / (step - logged_step)).item():.4f} train_time:{now_ms:.0f}ms"
+                f" step_avg:{now_ms / step:.2f}ms tokens:{tokens_before(step, args)} tok/s:{tok_per_s:.0f} mfu:{mfu}")
+            loss_sum.zero_()
+            logged_step, logged_time = step, now_ms
+
+
+# -----------------------------------------------------------------------------
+# Sampling
+
+
+@torch.no_grad()
+def sample(args):
+    """Generate from a checkpoint with top-k / temperature, with the same masks, smear and bigram inputs as
+    training: the prompt is a document (EOT first), padded to whole attention blocks."""
+    import tiktoken
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    state = torch.load(args.sample, map_location=device, weights_only=False)
+    train_args = Hyperparameters(**{k: v for k, v in state["args"].items() if k in Hyperparameters.__annotations__})
+    model = GPT(train_args).to(device).eval()
+    model.load_state_dict(state["model"])
+    model.use_fp8 = train_args.fp8_head == "on" or (train_args.fp8_head == "auto" and fp8_supported(device))
+    enc = tiktoken.get_encoding("gpt2")
+    prompt_ids = [EOT] + enc.encode_ordinary(args.prompt)
+    ids = list(prompt_ids)
+    windows = window_tensor(train_args.num_iterations, train_args, device)
+    generator = torch.Generator(device).manual_seed(args.seed)
+    for _ in range(args.max_new_tokens):
+        padded = ids + [EOT] * (-len(ids) % BLOCK)
+        logits = model(torch.tensor([padded], device=device), windows=windows)[0, len(ids) - 1, :enc.n_vocab]
+        logits = logits / max(args.temperature, 1e-6)
+        if args.top_k:
+            kth = torch.topk(logits, min(args.top_k, logits.numel())).values[-1]
+            logits = logits.masked_fill(logits < kth, -float("inf"))
+        next_id = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).item()
+        if next_id == EOT:
+            break
+        ids.append(next_id)
+    text = args.prompt + enc.decode(ids[len(prompt_ids):])
+    print(text)
+    return text
+
+
+# -----------------------------------------------------------------------------
+# Entry point
+
+
+def main(argv):
+    try:
+        args = parse_args(argv)
+        if args.sample:
+            return sample(args)
+        train(args, argv)
+    except (ConfigError, ShardError, FloatingPointError) as e:
+        sys.exit(f"train_gpt.py: {e}")
+    except torch.OutOfMemoryError:
+        sys.exit("train_gpt.py: out of GPU memory. Lower --micro_batch_seqs or --seq_len (gradient accumulation "
+                 "keeps tokens_per_step), or use --preset=4090; --fp8_head=on and --compile=true also save memory")
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
