@@ -494,8 +494,11 @@ class FP8Matmul(torch.autograd.Function):
         return grad_x, grad_w, None, None, None
 
 
-def fp8_supported(device):
-    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
+def use_fp8_head(setting, device):
+    """fp8_head: "on", "off", or "auto" = on where the GPU has FP8 tensor cores (compute capability >= 8.9)."""
+    if setting == "auto":
+        return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
+    return setting == "on"
 
 
 # -----------------------------------------------------------------------------
@@ -622,7 +625,7 @@ class GPT(nn.Module):
             nn.init.zeros_(self.bigram.weight)
             self.bigram_lambdas = nn.Parameter(torch.full((L,), 0.05))
         self.backout_lambda = nn.Parameter(torch.tensor(0.5)) if args.backout else None  # one-4090 script: 0.5
-        self.use_fp8 = args.fp8_head == "on"  # "auto" is resolved by the training script for the device
+        self.use_fp8 = use_fp8_head(args.fp8_head, torch.device("cpu"))  # train() and sample() set it per device
 
     def value_embed_index(self, layer):
         n, L = self.args.value_embeds, self.args.num_layers
@@ -1081,7 +1084,7 @@ def train(args, argv):
         grad_accum_steps(tokens, world_size, args.micro_batch_seqs * args.seq_len)
 
     raw_model = GPT(args).to(device)
-    raw_model.use_fp8 = args.fp8_head == "on" or (args.fp8_head == "auto" and fp8_supported(device))
+    raw_model.use_fp8 = use_fp8_head(args.fp8_head, device)
     log(f"parameters: {json.dumps(parameter_counts(raw_model))} fp8_head: {raw_model.use_fp8}")
     model = torch.compile(raw_model, mode=args.compile_mode or None, dynamic=False) if args.compile else raw_model
     muon, adam = build_optimizers(raw_model, args, rank, world_size)
@@ -1176,7 +1179,7 @@ def sample(args):
     train_args = Hyperparameters(**{k: v for k, v in state["args"].items() if k in Hyperparameters.__annotations__})
     model = GPT(train_args).to(device).eval()
     model.load_state_dict(state["model"])
-    model.use_fp8 = train_args.fp8_head == "on" or (train_args.fp8_head == "auto" and fp8_supported(device))
+    model.use_fp8 = use_fp8_head(train_args.fp8_head, device)
     enc = tiktoken.get_encoding("gpt2")
     prompt_ids = [EOT] + enc.encode_ordinary(args.prompt)
     ids = list(prompt_ids)

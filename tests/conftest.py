@@ -28,3 +28,26 @@ def gpt2_encoding():
         pytest.skip("../shared/tiktoken_cache is absent")
     import tiktoken
     return tiktoken.get_encoding("gpt2")
+
+# glibc returns big freed buffers (vocab-sized logits) to the OS after every op; keeping them halves the CPU
+# step time of the training subprocesses the tests start
+os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(2**32))
+os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", str(2**32))
+
+TINY = ["--preset=cpu", "--num_layers=4", "--model_dim=64", "--num_heads=2", "--head_dim=32", "--seq_len=128",
+        "--micro_batch_seqs=2", "--tokens_per_step=512"]
+
+
+def tiny_args(*overrides):
+    """The cpu preset (every trick on) shrunk further, for unit tests; overrides as --field=value strings."""
+    import train_gpt
+    return train_gpt.parse_args([*TINY, *overrides])
+
+
+def random_batch(args, accum=1, seed=0, doc_len=40):
+    """(accum, micro_batch_seqs, seq_len + 1) random GPT-2 tokens with an EOT about every doc_len tokens."""
+    import torch
+    import train_gpt
+    gen = torch.Generator().manual_seed(seed)
+    batch = torch.randint(0, train_gpt.EOT, (accum, args.micro_batch_seqs, args.seq_len + 1), generator=gen)
+    return batch.masked_fill(torch.rand(batch.shape, generator=gen) < 1 / doc_len, train_gpt.EOT)

@@ -1,0 +1,171 @@
+"""Attention masks, the FP8 head and every model flag (train_gpt.py's Attention, FP8 and Model sections)."""
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.nn.attention.flex_attention import flex_attention
+
+import train_gpt as tg
+from conftest import random_batch, tiny_args
+
+
+def random_docs(B, T, seed, mean_len):
+    gen = torch.Generator().manual_seed(seed)
+    starts = torch.rand(B, T, generator=gen) < 1 / mean_len
+    return starts.cumsum(dim=1)
+
+
+@pytest.mark.parametrize("window", [1, 7, 128, 130, 1000])
+def test_mask_function_equals_brute_force(window):
+    docs = random_docs(2, 160, seed=window, mean_len=30)
+    dense = tg.dense_mask(docs, torch.tensor(window))
+    for b in range(2):
+        for q in range(160):
+            for k in range(160):
+                expected = k <= q and docs[b, q] == docs[b, k] and q - k < window
+                assert dense[b, 0, q, k].item() == expected
+
+
+@pytest.mark.parametrize("window", [1, 50, 128, 129, 200, 383, 384, 5000])
+@pytest.mark.parametrize("mean_doc_len", [20, 150, 10_000])
+def test_flex_block_mask_equals_dense_path(window, mean_doc_len):
+    B, H, T, hd = 2, 2, 384, 16
+    gen = torch.Generator().manual_seed(window + mean_doc_len)
+    q, k, v = (torch.randn(B, H, T, hd, generator=gen) for _ in range(3))
+    docs = random_docs(B, T, seed=window, mean_len=mean_doc_len)
+    w = torch.tensor(window)
+    flex = flex_attention(q, k, v, block_mask=tg.block_mask(docs, w), scale=0.12)
+    dense = F.scaled_dot_product_attention(q, k, v, attn_mask=tg.dense_mask(docs, w), scale=0.12)
+    assert (flex - dense).abs().max().item() < 1e-5
+
+
+def test_block_mask_skips_blocks_outside_window_and_documents():
+    docs = torch.zeros(1, 1024, dtype=torch.long)
+    docs[0, 512:] = 1  # two documents of 4 blocks each
+    mask = tg.block_mask(docs, torch.tensor(256))
+    blocks = mask.to_dense()[0, 0]  # (8, 8) which k-blocks each q-block visits
+    for qb in range(8):
+        visited = {kb for kb in range(8) if blocks[qb, kb]}
+        assert visited == {kb for kb in range(max(qb - 2, 4 * (qb // 4)), qb + 1)}
+
+
+def fp8_reference(x, w):
+    x32, w32 = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+    out = x32 @ w32.T
+    return x32, w32, out
+
+
+def test_fp8_matmul_matches_fp32_within_tolerance():
+    torch.manual_seed(0)
+    N, D, V = 256, 128, 512
+    x = tg.norm(torch.randn(N, D)).requires_grad_()
+    w = (torch.randn(V, D) * 0.02).requires_grad_()
+    out = tg.FP8Matmul.apply(x, w, D ** 0.5 / 448, 2 ** -9, 1 / 448)
+    targets = torch.randint(0, V, (N,))
+    F.cross_entropy(out.float(), targets).backward()
+    x32, w32, ref = fp8_reference(x, w)
+    F.cross_entropy(ref, targets).backward()
+    rel = lambda a, b: ((a.float() - b).norm() / b.norm()).item()
+    # e4m3 keeps 3 mantissa bits (relative step 1/16), e5m2 2 bits: errors average out over the D-long sums
+    assert rel(out, ref) < 0.04
+    assert rel(x.grad, x32.grad) < 0.08
+    assert rel(w.grad, w32.grad) < 0.08
+    assert out.dtype == torch.bfloat16 and w.grad.dtype == torch.float32
+
+
+def test_fp8_auto_is_off_on_cpu():
+    cpu = torch.device("cpu")
+    assert not tg.use_fp8_head("auto", cpu) and tg.use_fp8_head("on", cpu) and not tg.use_fp8_head("off", cpu)
+
+
+def run_tiny(args, steps=3, seed=0):
+    """A few real optimizer steps on one fixed batch; -> losses and the names of params whose grad was nonzero."""
+    torch.manual_seed(seed)
+    model = tg.GPT(args)
+    model.use_fp8 = tg.use_fp8_head(args.fp8_head, torch.device("cpu"))
+    muon, adam = tg.build_optimizers(model, args)
+    batch = random_batch(args)
+    losses, got_grad = [], set()
+    for step in range(steps):
+        windows = tg.apply_schedules(step, args, model, muon, adam)
+        loss = model(batch[0, :, :-1], batch[0, :, 1:], windows)
+        loss.backward()
+        got_grad |= {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+        muon.step()
+        adam.step()
+        model.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    return losses, got_grad, model
+
+
+FLAG_VARIANTS = ["--rope_fraction=1.0", "--rope_fraction=0", "--rope_base=10000", "--rope_ntk_scaling=true",
+                 "--qk_norm=false", "--attn_scale=0.17", "--mlp_act=gelu", "--zero_init_out=false",
+                 "--unet_skips=false", "--x0_skip=false", "--value_embeds=0", "--value_embeds=2",
+                 "--smear_gate=false", "--bigram_embed=0", "--bigram_embed=3", "--attn_gate=false", "--backout=false",
+                 "--logit_softcap=0", "--softcap_form=tanh", "--fp8_head=on", "--no_attn_layers=1",
+                 "--no_mlp_layers=2", "--window_pattern=L", "--window_pattern=SSSL", "--norm_after_embed=false",
+                 "--muon_ortho=polar", "--muon_row_equilibration=true", "--muon_plus=true", "--normuon=true",
+                 "--muon_weight_decay=0.1", "--cautious_wd=true --muon_weight_decay=0.1", ""]
+
+
+@pytest.mark.parametrize("flag", FLAG_VARIANTS)
+def test_every_flag_trains_and_every_parameter_gets_a_gradient(flag):
+    args = tiny_args(*flag.split())
+    losses, got_grad, model = run_tiny(args, steps=4)
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] < losses[0]  # the same batch four times: it must fit it
+    names = {n for n, _ in model.named_parameters()}
+    assert names - got_grad == set()
+
+
+def test_flags_change_the_model():
+    base = tg.GPT(tiny_args())
+    counts = lambda args: sum(p.numel() for p in tg.GPT(args).parameters())
+    assert counts(tiny_args("--value_embeds=0")) == counts(tiny_args()) - 50304 * 64 - 2 * 2  # table, 2 layers x 2 lambdas
+    assert counts(tiny_args("--bigram_embed=0")) == counts(tiny_args()) - 50304 * 64 - 4
+    assert counts(tiny_args("--no_attn_layers=1")) < counts(tiny_args())
+    assert base.blocks[0].window == "S" and base.blocks[1].window == "L"
+
+
+def test_unused_parameter_fails_with_its_name():
+    args = tiny_args("--value_embeds=1", "--no_attn_layers=0,3")  # table 0 feeds layers 0 and 3: both attention-free
+    model = tg.GPT(args)
+    batch = random_batch(args)
+    model(batch[0, :, :-1], batch[0, :, 1:], tg.window_tensor(0, args, torch.device("cpu"))).backward()
+    with pytest.raises(RuntimeError, match=r"value_embeds\.0\.weight"):
+        tg.check_gradients(model)
+
+
+def test_parameter_in_two_groups_or_none_fails_with_its_name():
+    model = tg.GPT(tiny_args())
+    groups = tg.param_groups(model)
+    adam = torch.optim.Adam([p for name in ("embed", "head", "scalar") for p in groups[name]] + groups["muon"][:1])
+    muon = tg.Muon(groups["muon"], tiny_args())
+    with pytest.raises(RuntimeError, match=r"blocks\.0\.attn\.qkv\.weight is in 2 optimizer groups"):
+        tg.check_param_coverage(model, [muon, adam])
+    adam = torch.optim.Adam([p for name in ("embed", "head") for p in groups[name]])
+    with pytest.raises(RuntimeError, match=r"is in 0 optimizer groups"):
+        tg.check_param_coverage(model, [muon, adam])
+
+
+def test_record_parameter_counts_and_flops():
+    args = tg.parse_args(["--preset=record"])
+    with torch.device("meta"):
+        model = tg.GPT(args)
+    counts = tg.parameter_counts(model)
+    print(counts)
+    assert counts["matrices"] == 11 * 4 * 768 * 768 + 12 * 8 * 768 * 768  # layer 7 has no attention
+    assert counts["lm_head"] == 50304 * 768
+    assert counts["embeddings"] == 50304 * 768 * (1 + 3 + 5)
+    assert counts["total"] == sum(v for k, v in counts.items() if k != "total")
+    # matmul FLOPs: 6 per weight per token; attention adds 12 * H * hd * keys per attention layer
+    no_attention = dataclasses.replace(args, window_blocks_start=1, window_blocks_end=1, seq_len=1)
+    attention_flops = 11 * 12 * 768 * 1  # one key per query at T=1
+    assert tg.flops_per_token(no_attention) == 6 * (counts["matrices"] + counts["lm_head"]) + attention_flops
+
+
+def test_window_sizes_follow_the_pattern():
+    args = tiny_args("--window_pattern=LSSL", "--num_layers=6")
+    model = tg.GPT(args)
+    assert [b.window for b in model.blocks] == list("LSSLLS")

@@ -1,0 +1,129 @@
+"""Muon and its variants, the optimizer groups and the schedules (train_gpt.py's Optimizers and Schedules)."""
+import pytest
+import torch
+
+import train_gpt as tg
+from conftest import tiny_args
+
+
+def singular_values(method, shape=(384, 128), seed=0):
+    G = torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+    return torch.linalg.svdvals(tg.orthogonalize(G, method))
+
+
+def test_ns5_and_polar_give_singular_values_near_one_polar_tighter():
+    ns5, polar = singular_values("ns5"), singular_values("polar")
+    # NS5's quintic trades accuracy for speed: singular values land in about [0.68, 1.14] (measured here;
+    # Keller Jordan's Muon post: roughly U(0.5, 1.5) is fine). Polar Express: about [0.86, 1.15]
+    assert 0.65 < ns5.min() and ns5.max() < 1.16
+    assert 0.84 < polar.min() and polar.max() < 1.16
+    assert polar.max() - polar.min() < 0.7 * (ns5.max() - ns5.min())
+
+
+def test_orthogonalize_handles_tall_and_wide_alike():
+    G = torch.randn(96, 256)
+    assert torch.allclose(tg.orthogonalize(G.T), tg.orthogonalize(G).T, atol=1e-5)
+
+
+def test_row_equilibration_equalises_rows_and_keeps_the_norm():
+    G = torch.randn(64, 32) * torch.logspace(-2, 2, 64)[:, None]
+    E = tg.equilibrate_rows(G)
+    row_norms = E.norm(dim=1)
+    assert torch.allclose(row_norms, row_norms.mean().expand(64), rtol=1e-5)
+    assert torch.allclose(E.norm(), G.norm(), rtol=1e-5)
+
+
+def muon_step(*flags, shape=(64, 128), steps=1, seed=0):
+    """Parameter change of `steps` Muon steps (lr 1, momentum 0) on fixed random gradients."""
+    args = tiny_args("--muon_lr=1", "--muon_momentum=0", "--muon_momentum_start=0", *flags)
+    gen = torch.Generator().manual_seed(seed)
+    p = torch.nn.Parameter(torch.randn(*shape, generator=gen))
+    start = p.detach().clone()
+    muon = tg.Muon([p], args)
+    for _ in range(steps):
+        p.grad = torch.randn(*shape, generator=gen)
+        muon.step()
+    return p.detach() - start
+
+
+def test_muon_plus_sets_the_update_norm_to_sqrt_min_dim():
+    for shape in [(64, 128), (128, 128)]:  # rows <= cols: no shape scaling of the lr
+        update = muon_step("--muon_plus=true", shape=shape)
+        assert abs(update.norm().item() / min(shape) ** 0.5 - 1) < 1e-3
+
+
+def test_lr_is_scaled_by_shape():
+    wide, tall = muon_step(shape=(64, 128)), muon_step(shape=(256, 64))
+    rms = lambda u: u.square().mean().sqrt().item()
+    # an orthogonal (m, n) matrix has rms 1/sqrt(max(m, n)); tall matrices get sqrt(m / n) more lr
+    assert rms(tall) / rms(wide) == pytest.approx((128 / 256) ** 0.5 * (256 / 64) ** 0.5, rel=0.15)
+
+
+@pytest.mark.parametrize("flags", [["--muon_ortho=polar"], ["--muon_row_equilibration=true"],
+                                   ["--muon_plus=true"], ["--normuon=true"], ["--muon_weight_decay=0.1"],
+                                   ["--muon_weight_decay=0.1", "--cautious_wd=true"]])
+def test_each_variant_changes_the_update(flags):
+    baseline = ["--muon_weight_decay=0.1"] if "--cautious_wd=true" in flags else []
+    assert not torch.allclose(muon_step(*flags, steps=2), muon_step(*baseline, steps=2), atol=1e-6)
+
+
+def test_cautious_weight_decay_only_decays_where_update_agrees():
+    # with zero lr for the update but not for decay, compare directly: one step, lr 1, wd 0.5
+    args = tiny_args("--muon_lr=1", "--muon_momentum=0", "--muon_momentum_start=0", "--muon_weight_decay=0.5",
+                     "--cautious_wd=true")
+    p = torch.nn.Parameter(torch.randn(32, 64))
+    before = p.detach().clone()
+    p.grad = torch.randn(32, 64)
+    muon = tg.Muon([p], args)
+    update = tg.orthogonalize(p.grad.clone())
+    muon.step()
+    decayed = before * (1 - 0.5 * ((update * before) > 0))
+    assert torch.allclose(p.detach(), decayed - update, atol=1e-5)
+
+
+def test_muon_groups_by_shape_and_adam_gets_the_rest():
+    model = tg.GPT(tiny_args())
+    muon, adam = tg.build_optimizers(model, tiny_args())
+    for group in muon.param_groups:
+        assert len({tuple(p.shape) for p in group["params"]}) == 1
+    assert all(p.ndim == 2 and min(p.shape) >= 64 for g in muon.param_groups for p in g["params"])
+    lrs = sorted(g["lr"] for g in adam.param_groups)
+    args = tiny_args()
+    assert lrs == sorted([args.embed_lr, args.head_lr, args.scalar_lr])
+
+
+def test_lr_schedule_at_key_steps():
+    args = tiny_args("--num_iterations=1000", "--cooldown_frac=0.4", "--final_lr_frac=0.1")
+    assert tg.lr_multiplier(0, args) == 1.0
+    assert tg.lr_multiplier(500, args) == 1.0
+    assert tg.lr_multiplier(600, args) == pytest.approx(1.0)  # cooldown starts here
+    assert tg.lr_multiplier(800, args) == pytest.approx(0.55)  # halfway down from 1 to 0.1
+    assert tg.lr_multiplier(1000, args) == pytest.approx(0.1)
+
+
+def test_momentum_warmup_at_key_steps():
+    args = tiny_args("--muon_momentum_start=0.85", "--muon_momentum=0.95", "--muon_momentum_warmup_steps=300",
+                     "--num_iterations=1695")
+    assert tg.muon_momentum(0, args) == pytest.approx(0.85)
+    assert tg.muon_momentum(150, args) == pytest.approx(0.90)
+    assert tg.muon_momentum(300, args) == pytest.approx(0.95)
+    assert tg.muon_momentum(1695, args) == pytest.approx(0.95)
+
+
+def test_window_schedule_at_key_steps():
+    args = tg.parse_args(["--preset=record"])  # long window 1 -> 14 blocks over 1695 steps, short = long // 2
+    assert tg.window_blocks(0, args) == (1, 1)
+    assert tg.window_blocks(1695 // 2, args) == (7, 3)
+    assert tg.window_blocks(932, args) == (8, 4)  # the start of the cooldown (55% of the run)
+    assert tg.window_blocks(1695, args) == (14, 7)
+    assert tg.window_tensor(1695, args, torch.device("cpu")).tolist() == [1792, 896]
+
+
+def test_batch_schedule_and_rope_scaling():
+    args = tiny_args("--batch_schedule=10:1024", "--rope_ntk_scaling=true", "--window_blocks_start=1",
+                     "--window_blocks_end=4", "--num_iterations=30", "--head_dim=32", "--rope_fraction=0.5")
+    assert [tg.tokens_per_step_at(s, args) for s in (0, 9, 10, 30)] == [512, 512, 1024, 1024]
+    assert tg.rope_base_at(0, args) == args.rope_base
+    assert tg.rope_base_at(30, args) == pytest.approx(args.rope_base * 4 ** (16 / 14))
+    plain = tiny_args("--num_iterations=30")
+    assert tg.rope_base_at(30, plain) == plain.rope_base
