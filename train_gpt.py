@@ -146,7 +146,7 @@ PRESETS = {
     "cpu": dict(num_layers=4, model_dim=128, num_heads=2, head_dim=64, value_embeds=1, bigram_embed=1,
                 no_attn_layers=(), window_pattern="SL", window_blocks_end=2, seq_len=256, micro_batch_seqs=2,
                 tokens_per_step=1024, val_tokens=32768, num_iterations=60, cooldown_frac=0.3,
-                muon_momentum_warmup_steps=20, embed_lr=0.3, head_lr=0.02, val_loss_every=20,
+                muon_momentum_warmup_steps=20, val_loss_every=20,
                 train_log_every=10, compile=False, warmup_steps=0),
 }
 
@@ -1147,9 +1147,8 @@ def run_loop(args, model, raw_model, muon, adam, stream, val_seqs, token_bytes, 
         batches = to_device(stream.next_step(tokens_per_step_at(step, args)), device)
         loss = train_step(model, raw_model, batches, windows, muon, adam, world_size, check_grads=step == 0)
         loss_sum += loss
-        first_bad_step = torch.where(torch.isfinite(loss), first_bad_step, torch.minimum(first_bad_step,
-                                                                                           torch.tensor(step)))
-        step += 1
+        step += 1  # numbered like the log lines: step:1 is the loss of the first step
+        first_bad_step = torch.where(torch.isfinite(loss), first_bad_step, first_bad_step.clamp(max=step))
         if step % args.train_log_every == 0 or step == N:
             if first_bad_step.item() <= N:
                 raise FloatingPointError(f"loss is {loss.item()} (non-finite) at step {first_bad_step.item()}; "

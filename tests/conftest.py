@@ -12,7 +12,7 @@ if (SHARED / "tiktoken_cache").is_dir():
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken_cache"))
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def proxy_dir():
     """../shared/proxy: GPT-2-tokenized Wikipedia shards; tests that need real text skip without it."""
     path = SHARED / "proxy"
@@ -21,7 +21,7 @@ def proxy_dir():
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def gpt2_encoding():
     """tiktoken's gpt2 encoding from ../shared/tiktoken_cache (there is no internet here)."""
     if not (SHARED / "tiktoken_cache").is_dir():

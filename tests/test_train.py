@@ -1,0 +1,133 @@
+"""End-to-end runs of train_gpt.py: the smoke run, resume, 1 vs 2 processes, sampling, compare.py, errors."""
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import train_gpt as tg
+from conftest import ROOT, TINY
+
+SCRIPT = str(ROOT / "train_gpt.py")
+
+
+def run(cwd, *argv, nproc=1, check=True):
+    """Run train_gpt.py (under torchrun for nproc > 1) in cwd; -> CompletedProcess."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    cmd = (launcher if nproc > 1 else [sys.executable]) + [SCRIPT, *argv]
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
+    if check and result.returncode:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def step_lines(log_path, kind):
+    """{step: loss} of the log's val or train lines."""
+    pattern = re.compile(rf"^step:(\d+)/\d+ {kind}_loss:(\S+)", re.M)
+    return {int(s): float(v) for s, v in pattern.findall(log_path.read_text())}
+
+
+@pytest.fixture(scope="module")
+def synthetic_data(tmp_path_factory):
+    """Two small train shards and a val shard of random tokens with documents: -> (dir, extra argv)."""
+    path = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    for name in ("syn_train_000001.bin", "syn_train_000002.bin", "syn_val_000000.bin"):
+        tokens = rng.integers(0, 2000, 40_000)  # a small effective vocabulary, so there is something to learn
+        tokens[rng.random(40_000) < 1 / 60] = tg.EOT
+        tg.write_shard(path / name, tokens)
+    return path, [f"--train_files={path}/syn_train_*.bin", f"--val_files={path}/syn_val_*.bin", "--val_tokens=4096"]
+
+
+@pytest.fixture(scope="module")
+def smoke(proxy_dir, tmp_path_factory):
+    """Issue 5's smoke run: the cpu preset for 60 steps on real text. -> (cwd, log path)."""
+    cwd = tmp_path_factory.mktemp("smoke")
+    run(cwd, "--preset=cpu", f"--train_files={proxy_dir}/wiki_train_*.bin", f"--val_files={proxy_dir}/wiki_val_*.bin",
+        "--num_iterations=60", "--run_id=smoke")
+    return cwd, cwd / "logs" / "smoke.txt"
+
+
+def test_smoke_run_learns_and_logs_everything(smoke):
+    cwd, log = smoke
+    val = step_lines(log, "val")
+    assert val[0] - val[60] >= 3.0, val
+    text = log.read_text()
+    for header in ("run_id: smoke", "command: train_gpt.py --preset=cpu", "world_size: 1", "versions: python",
+                   'hyperparameters: {"train_files"', "parameters: {", "==== source of train_gpt.py ===="):
+        assert header in text
+    assert (ROOT / "train_gpt.py").read_text() in text  # the full source, verbatim
+    assert re.search(r"^step:60/60 train_loss:\S+ train_time:\d+ms step_avg:\S+ms tokens:61440 tok/s:\d+ mfu:n/a$",
+                     text, re.M)
+    assert re.search(r"^step:60/60 val_loss:\S+ val_bpb:\S+ train_time:\d+ms", text, re.M)
+    assert re.search(r"peak memory allocated: \d+ MiB reserved: \d+ MiB\n$", text)
+    assert sorted(p.name for p in (cwd / "logs" / "smoke").iterdir()) == ["final.pt"]  # no temp file left
+
+
+def test_sampling_from_the_smoke_checkpoint(smoke, gpt2_encoding):
+    cwd, _ = smoke
+    result = run(cwd, "--sample=logs/smoke/final.pt", "--prompt=The city of", "--max_new_tokens=12", "--seed=3")
+    lines = result.stdout.strip().splitlines()
+    assert lines[-1].startswith("The city of") and len(gpt2_encoding.encode(lines[-1])) > 4
+
+
+def test_compare_reads_two_real_logs(smoke, synthetic_data, tmp_path):
+    _, smoke_log = smoke
+    data_dir, data_args = synthetic_data
+    run(tmp_path, *TINY, *data_args, "--num_iterations=10", "--val_loss_every=5", "--run_id=other")
+    out = tmp_path / "curves.png"
+    result = subprocess.run([sys.executable, str(ROOT / "compare.py"), str(smoke_log), str(tmp_path / "logs/other.txt"),
+                             "--plot", str(out)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "smoke" in result.stdout and "other" in result.stdout
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    sys.path.insert(0, str(ROOT))
+    import compare
+    figure = compare.build_figure([compare.parse_log(smoke_log), compare.parse_log(tmp_path / "logs/other.txt")])
+    for axes in figure.axes:
+        assert len([line for line in axes.get_lines() if line.get_gid() != "target"]) == 2
+
+
+def test_resumed_run_logs_the_same_losses_bit_for_bit(synthetic_data, tmp_path):
+    _, data_args = synthetic_data
+    common = [*TINY, *data_args, "--num_iterations=40", "--val_loss_every=10", "--train_log_every=1"]
+    run(tmp_path, *common, "--run_id=straight", "--checkpoint_every=20")
+    run(tmp_path, *common, "--run_id=resumed", "--resume=logs/straight/step_000020.pt")
+    straight, resumed = tmp_path / "logs/straight.txt", tmp_path / "logs/resumed.txt"
+    for kind in ("train", "val"):
+        a, b = step_lines(straight, kind), step_lines(resumed, kind)
+        assert min(b) in (20, 21) and max(b) == 40
+        assert {s: a[s] for s in b} == b
+    final = [torch.load(tmp_path / f"logs/{run_id}/final.pt", weights_only=False)["model"]
+             for run_id in ("straight", "resumed")]
+    assert all(torch.equal(final[0][name], final[1][name]) for name in final[0])
+    assert "resumed from logs/straight/step_000020.pt at step 20" in resumed.read_text()
+
+
+def test_two_processes_match_one_process_with_accumulation(synthetic_data, tmp_path):
+    _, data_args = synthetic_data
+    common = [*TINY, *data_args, "--num_iterations=6", "--val_loss_every=0", "--tokens_per_step=512"]
+    run(tmp_path, *common, "--run_id=one")  # 2 micro-batches of 256 tokens accumulated
+    run(tmp_path, *common, "--run_id=two", nproc=2)  # 1 micro-batch on each rank
+    one, two = (torch.load(tmp_path / f"logs/{r}/final.pt", weights_only=False)["model"] for r in ("one", "two"))
+    assert max((one[k] - two[k]).abs().max().item() for k in one) < 1e-4
+    val_one, val_two = step_lines(tmp_path / "logs/one.txt", "val")[6], step_lines(tmp_path / "logs/two.txt", "val")[6]
+    assert abs(val_one - val_two) < 1e-3
+    assert "world_size: 2" in (tmp_path / "logs/two.txt").read_text()
+
+
+def test_non_finite_loss_stops_the_run_naming_the_step(synthetic_data, tmp_path):
+    _, data_args = synthetic_data
+    result = run(tmp_path, *TINY, *data_args, "--num_iterations=20", "--train_log_every=5", "--scalar_lr=1e30",
+                 "--run_id=nan", check=False)  # x0 lambdas ~1e30 compound over the layers: inf, then nan
+    assert result.returncode != 0
+    assert re.fullmatch(r"train_gpt\.py: loss is nan \(non-finite\) at step 3; .*", result.stderr.strip().splitlines()[-1])
+
+
+def test_missing_data_is_one_line_error(tmp_path):
+    result = run(tmp_path, *TINY, "--train_files=nowhere/*.bin", check=False)
+    assert result.returncode != 0
+    assert result.stderr.strip() == ("train_gpt.py: no shard matches 'nowhere/*.bin' (download with "
+                                     "`python cached_fineweb10B.py 9` or set --train_files)")
