@@ -187,7 +187,7 @@ def parse_args(argv):
         overrides[name] = parse_value(name, text, kinds[name])
     args = Hyperparameters()
     if overrides.get("resume"):
-        saved = torch.load(overrides["resume"], map_location="cpu", weights_only=False)["args"]
+        saved = load_checkpoint_file(overrides["resume"])["args"]
         args = dataclasses.replace(args, **{**{k: v for k, v in saved.items() if k in kinds}, "run_id": ""})
     preset = overrides.get("preset", "")
     if preset not in PRESETS and preset:
@@ -195,6 +195,13 @@ def parse_args(argv):
     args = dataclasses.replace(args, **{**PRESETS.get(preset, {}), **overrides})
     validate(args)
     return args
+
+
+def load_checkpoint_file(path, device="cpu"):
+    try:
+        return torch.load(path, map_location=device, weights_only=False)
+    except (OSError, RuntimeError, EOFError) as e:
+        raise ConfigError(f"cannot read checkpoint {path}: {e}") from None
 
 
 def validate(args):
@@ -215,6 +222,8 @@ def validate(args):
         ("num_iterations", args.num_iterations >= 1, "at least 1"),
         ("cooldown_frac", 0 <= args.cooldown_frac <= 1, "between 0 and 1"),
         ("val_tokens", args.val_tokens >= args.seq_len, f"at least seq_len = {args.seq_len}"),
+        ("seq_len", args.seq_len % BLOCK == 0, f"a multiple of the {BLOCK}-token attention block"),
+        ("num_layers", args.num_layers >= 2, "at least 2"),
     ]
     for name, ok, expected in checks:
         if not ok:
@@ -556,12 +565,13 @@ class Attention(nn.Module):
     def forward(self, x, value_embed, rope, mask):
         B, T, _ = x.shape
         q, k, v = self.qkv(x).view(B, T, 3 * self.H, self.hd).chunk(3, dim=2)  # (B, T, H, hd) each
+        dtype = v.dtype  # bf16 under autocast on CUDA: norms and fp32 lambdas must not promote the attention
         if self.args.qk_norm:
             q, k = norm(q), norm(k)
         q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         if self.value_lambdas is not None:
             v = self.value_lambdas[0] * v + self.value_lambdas[1] * value_embed.view_as(v)
-        y = attention(q.type_as(v), k.type_as(v), v, mask, self.args.attn_scale)  # (B, T, H, hd)
+        y = attention(q.to(dtype), k.to(dtype), v.to(dtype), mask, self.args.attn_scale)  # (B, T, H, hd)
         if self.gate is not None:
             y = y * torch.sigmoid(self.gate(x[..., :GATE_CHANNELS])).unsqueeze(-1)
         return self.proj(y.reshape(B, T, self.H * self.hd))
@@ -787,8 +797,13 @@ class Muon(torch.optim.Optimizer):
             wait_grads()
             for base in range(0, len(params), self.world_size):
                 chunk = params[base:base + self.world_size]
-                updates = [self.momentum_update(p, group) for p in chunk]
-                mine = updates[self.rank] if self.rank < len(chunk) else torch.zeros_like(updates[0])
+                for p in chunk:  # every rank keeps every momentum buffer, so checkpoints hold the whole state
+                    self.state[p].setdefault("momentum_buffer", torch.zeros_like(p)).lerp_(p.grad, 1 - group["momentum"])
+                if self.rank < len(chunk):
+                    p = chunk[self.rank]
+                    mine = p.grad.lerp(self.state[p]["momentum_buffer"], group["momentum"])  # Nesterov
+                else:
+                    mine = torch.zeros_like(chunk[0])
                 if self.args.muon_row_equilibration:
                     mine = equilibrate_rows(mine)
                 mine = orthogonalize(mine, self.args.muon_ortho)
@@ -802,11 +817,6 @@ class Muon(torch.optim.Optimizer):
                 handle.wait()
             for p, update in zip(chunk, outputs):
                 self.apply_update(p, update, group)
-
-    def momentum_update(self, p, group):
-        buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad))
-        buf.lerp_(p.grad, 1 - group["momentum"])
-        return p.grad.lerp(buf, group["momentum"])  # Nesterov
 
     def apply_update(self, p, update, group):
         args, (rows, cols) = self.args, p.shape
@@ -950,6 +960,7 @@ def evaluate(model, val_seqs, args, windows, token_bytes, rank, world_size, devi
     """Mean val loss and bits per byte over the fixed val sequences; rank r takes sequences r, r+world, ..."""
     model.eval()
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, tokens, bytes
+    token_bytes = token_bytes.to(device) if token_bytes is not None else None
     mine = val_seqs[rank::world_size]
     for start in range(0, len(mine), args.micro_batch_seqs):
         batch = to_device(mine[start:start + args.micro_batch_seqs], device)
@@ -957,7 +968,7 @@ def evaluate(model, val_seqs, args, windows, token_bytes, rank, world_size, devi
         totals[0] += model(batch[:, :-1], targets, windows).double() * targets.numel()
         totals[1] += targets.numel()
         if token_bytes is not None:
-            totals[2] += token_bytes.to(device)[targets].sum()
+            totals[2] += token_bytes[targets].sum()
     if world_size > 1:
         dist.all_reduce(totals)
     model.train()
@@ -1015,7 +1026,7 @@ def save_checkpoint(path, model, muon, adam, stream, step, train_time_ms, args):
 
 def load_checkpoint(path, model, muon, adam, stream):
     """Restore model, optimizers, loader position and RNG; -> (step, train_time_ms)."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_checkpoint_file(path)
     model.load_state_dict(state["model"])
     muon.load_state_dict(state["muon"])
     adam.load_state_dict(state["adam"])
@@ -1174,7 +1185,7 @@ def sample(args):
     training: the prompt is a document (EOT first), padded to whole attention blocks."""
     import tiktoken
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    state = torch.load(args.sample, map_location=device, weights_only=False)
+    state = load_checkpoint_file(args.sample, device)
     train_args = Hyperparameters(**{k: v for k, v in state["args"].items() if k in Hyperparameters.__annotations__})
     model = GPT(train_args).to(device).eval()
     model.load_state_dict(state["model"])

@@ -32,6 +32,8 @@ def test_preset_then_overrides():
     (["--window_pattern=SLX"], "--window_pattern='SLX' must be a string of S and L"),
     (["--no_attn_layers=12"], "--no_attn_layers=(12,) must be layer indices in 0..11"),
     (["--batch_schedule=100-3"], "--batch_schedule: '100-3' is not STEP:TOKENS"),
+    (["--seq_len=1000"], "--seq_len=1000 must be a multiple of the 128-token attention block"),
+    (["--resume=no/such.pt"], "cannot read checkpoint no/such.pt"),
 ])
 def test_bad_values_are_one_line_errors_naming_the_field(argv, message):
     with pytest.raises(tg.ConfigError) as err:
