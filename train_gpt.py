@@ -791,9 +791,9 @@ class Muon(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self):
         gathers = []
-        for group in self.param_groups:
+        waits = [all_reduce_mean([p.grad for p in group["params"]], self.world_size) for group in self.param_groups]
+        for group, wait_grads in zip(self.param_groups, waits):  # later groups reduce while this one computes
             params = group["params"]
-            wait_grads = all_reduce_mean([p.grad for p in params], self.world_size)
             wait_grads()
             for base in range(0, len(params), self.world_size):
                 chunk = params[base:base + self.world_size]
@@ -1088,7 +1088,13 @@ def parameter_counts(model):
 def train(args, argv):
     rank, world_size, device = setup_distributed(args.device)
     torch.manual_seed(args.seed)
-    args = dataclasses.replace(args, run_id=args.run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6])
+    run_id = args.run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    run = [run_id, os.path.exists(f"logs/{run_id}.txt")]
+    if world_size > 1:
+        dist.broadcast_object_list(run, src=0)  # rank 0's fresh id and its answer, before anything is written
+    if run[1]:
+        raise ConfigError(f"logs/{run[0]}.txt already exists; choose another --run_id")
+    args = dataclasses.replace(args, run_id=run[0])
     log = Logger(f"logs/{args.run_id}.txt", rank == 0)
     log_header(log, args, argv, world_size, device)
     for stage_start, tokens in parse_batch_schedule(args):  # fail now, not at the stage's first step

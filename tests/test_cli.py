@@ -1,4 +1,5 @@
 """Hyperparameters from presets and --field=value (train_gpt.py's Hyperparameters section)."""
+import shutil
 import subprocess
 import sys
 
@@ -58,3 +59,10 @@ def test_import_has_no_side_effects(tmp_path):
 def test_batch_schedule_stages():
     args = tg.parse_args(["--preset=cpu", "--batch_schedule=10:2048,30:4096"])
     assert [tg.tokens_per_step_at(s, args) for s in (0, 9, 10, 29, 30, 59)] == [1024, 1024, 2048, 2048, 4096, 4096]
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this machine has NVIDIA GPUs")
+def test_run_sh_without_gpu_points_to_the_cpu_preset():
+    result = subprocess.run(["bash", "run.sh"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert "no NVIDIA GPU visible" in result.stdout and "python train_gpt.py --preset=cpu" in result.stdout

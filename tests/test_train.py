@@ -126,6 +126,16 @@ def test_non_finite_loss_stops_the_run_naming_the_step(synthetic_data, tmp_path)
     assert re.fullmatch(r"train_gpt\.py: loss is nan \(non-finite\) at step 3; .*", result.stderr.strip().splitlines()[-1])
 
 
+def test_a_used_run_id_is_refused_and_its_log_kept(synthetic_data, tmp_path):
+    _, data_args = synthetic_data
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs/taken.txt").write_text("an earlier run\n")
+    result = run(tmp_path, *TINY, *data_args, "--run_id=taken", check=False)
+    assert result.returncode != 0
+    assert result.stderr.strip() == "train_gpt.py: logs/taken.txt already exists; choose another --run_id"
+    assert (tmp_path / "logs/taken.txt").read_text() == "an earlier run\n"
+
+
 def test_missing_data_is_one_line_error(tmp_path):
     result = run(tmp_path, *TINY, "--train_files=nowhere/*.bin", check=False)
     assert result.returncode != 0
