@@ -65,7 +65,7 @@ class Hyperparameters:
     seq_len: int = 48 * 1024  # tokens per sequence; documents inside are separated by the attention mask
     micro_batch_seqs: int = 1  # sequences per forward pass per process; accumulation makes up the rest
     align_to_doc: bool = False  # start every sequence at a document start (EOT); skips the rest of long documents
-    seed: int = 0  # data order (shard shuffle per epoch) and init
+    seed: int = 0  # init, and the shard order of every epoch after the first
     # model: GPT-2 124M
     vocab_size: int = 50304  # 50257 padded to a multiple of 128
     num_layers: int = 12
@@ -145,7 +145,7 @@ PRESETS = {
     # a tiny model that trains on CPU in seconds (smoke runs, tests)
     "cpu": dict(num_layers=4, model_dim=128, num_heads=2, head_dim=64, value_embeds=1, bigram_embed=1,
                 no_attn_layers=(), window_pattern="SL", window_blocks_end=2, seq_len=256, micro_batch_seqs=2,
-                tokens_per_step=1024, val_tokens=32768, num_iterations=60, cooldown_frac=0.3,
+                tokens_per_step=1024, val_tokens=16384, num_iterations=60, cooldown_frac=0.3,
                 muon_momentum_warmup_steps=20, val_loss_every=20,
                 train_log_every=10, compile=False, warmup_steps=0),
 }
@@ -318,8 +318,8 @@ class TokenStream:
     """The global stream of training sequences over shards, cut into optimizer steps.
 
     Every rank walks the same cursor over all sequences of a step and keeps its own contiguous share, so the
-    ranks' slices are disjoint and together are exactly the 1-process stream. Shard order is shuffled per epoch
-    from the seed. The cursor (epoch, shard, position) is the loader's whole state, saved in checkpoints."""
+    ranks' slices are disjoint and together are exactly the 1-process stream. The first epoch reads the shards
+    in sorted order, as the records do; later epochs in an order shuffled from the seed. The cursor (epoch, shard, position) is the loader's whole state, saved in checkpoints."""
 
     def __init__(self, pattern, seq_len, micro_batch_seqs, seed=0, align_to_doc=False, rank=0, world_size=1):
         self.files = sorted(glob.glob(pattern))
@@ -335,7 +335,8 @@ class TokenStream:
 
     def load_state_dict(self, state):
         self.epoch, self.shard, self.pos = state["epoch"], state["shard"], state["pos"]
-        self.order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.files))
+        n = len(self.files)
+        self.order = np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.epoch else np.arange(n)
         self.tokens = read_shard(self.files[self.order[self.shard]])
         self.doc_starts = np.flatnonzero(self.tokens == EOT) if self.align_to_doc else None
 

@@ -90,12 +90,16 @@ def test_rank_slices_are_contiguous_tokens_of_the_stream(tmp_path):
     assert np.array_equal(rank1[0, 0], tokens[128:128 + 65]) and np.array_equal(rank1[1, 0], tokens[192:192 + 65])
 
 
-def test_same_seed_same_batches_other_seed_other_order(tmp_path):
-    pattern = make_shards(tmp_path, [3000] * 6)
-    first = [stream_tokens(tg.TokenStream(pattern, 64, 2, seed=7), 5, 256) for _ in range(2)]
+def test_same_seed_same_batches_other_seed_other_order_after_the_first_epoch(tmp_path):
+    pattern = make_shards(tmp_path, [1000] * 6)  # 15 sequences of 64 (+1) tokens per shard: 5760 tokens an epoch
+    first = [stream_tokens(tg.TokenStream(pattern, 64, 2, seed=7), 40, 256) for _ in range(2)]
     assert np.array_equal(*first)
-    other = stream_tokens(tg.TokenStream(pattern, 64, 2, seed=8), 5, 256)
-    assert not np.array_equal(first[0], other)
+    other = stream_tokens(tg.TokenStream(pattern, 64, 2, seed=8), 40, 256)
+    epoch = 6 * 15 * 64
+    assert np.array_equal(first[0][:epoch], other[:epoch])  # epoch 0: sorted shards, as the records read them
+    assert not np.array_equal(first[0][epoch:], other[epoch:])
+    shards = [np.asarray(tg.read_shard(tmp_path / f"t_train_{i:06d}.bin")) for i in range(6)]
+    assert np.array_equal(first[0][:3 * 256], shards[0][:3 * 256])
 
 
 def test_restored_position_continues_with_the_same_batches(tmp_path):
