@@ -314,19 +314,22 @@ def read_shard(path):
                          " (truncated or corrupt download? delete it and fetch it again)")
     return np.memmap(path, dtype=np.uint16, mode="r", offset=HEADER_INTS * 4, shape=(n_tokens,))
 
+
 class TokenStream:
     """The global stream of training sequences over shards, cut into optimizer steps.
 
     Every rank walks the same cursor over all sequences of a step and keeps its own contiguous share, so the
     ranks' slices are disjoint and together are exactly the 1-process stream. The first epoch reads the shards
-    in sorted order, as the records do; later epochs in an order shuffled from the seed. The cursor (epoch, shard, position) is the loader's whole state, saved in checkpoints."""
+    in sorted order, as the records do; later epochs in an order shuffled from the seed. The cursor (epoch,
+    shard, position) is the loader's whole state, saved in checkpoints."""
 
     def __init__(self, pattern, seq_len, micro_batch_seqs, seed=0, align_to_doc=False, rank=0, world_size=1):
         self.files = sorted(glob.glob(pattern))
         if not self.files:
             raise ShardError(f"no shard matches {pattern!r} (download with `python cached_fineweb10B.py 9`"
                              " or set --train_files)")
-        self.seq_len, self.micro_batch_seqs, self.seed, self.align_to_doc = seq_len, micro_batch_seqs, seed, align_to_doc
+        self.seq_len, self.micro_batch_seqs, self.seed = seq_len, micro_batch_seqs, seed
+        self.align_to_doc = align_to_doc
         self.rank, self.world_size = rank, world_size
         self.load_state_dict(dict(epoch=0, shard=0, pos=0))
 
@@ -384,7 +387,8 @@ def load_val_sequences(pattern, val_tokens, seq_len):
         parts.append(read_shard(f)[:need - sum(map(len, parts))])
     tokens = np.concatenate(parts).astype(np.int64)
     if len(tokens) < need:
-        raise ShardError(f"{pattern} holds {len(tokens)} tokens, fewer than val_tokens={val_tokens}; lower --val_tokens")
+        raise ShardError(f"{pattern} holds {len(tokens)} tokens, fewer than val_tokens={val_tokens};"
+                         " lower --val_tokens")
     return np.lib.stride_tricks.sliding_window_view(tokens, seq_len + 1)[::seq_len]  # (n_seqs, seq_len + 1)
 
 
@@ -799,7 +803,8 @@ class Muon(torch.optim.Optimizer):
             for base in range(0, len(params), self.world_size):
                 chunk = params[base:base + self.world_size]
                 for p in chunk:  # every rank keeps every momentum buffer, so checkpoints hold the whole state
-                    self.state[p].setdefault("momentum_buffer", torch.zeros_like(p)).lerp_(p.grad, 1 - group["momentum"])
+                    buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
+                    buf.lerp_(p.grad, 1 - group["momentum"])
                 if self.rank < len(chunk):
                     p = chunk[self.rank]
                     mine = p.grad.lerp(self.state[p]["momentum_buffer"], group["momentum"])  # Nesterov
@@ -1019,7 +1024,8 @@ def save_checkpoint(path, model, muon, adam, stream, step, train_time_ms, args):
     """Write atomically (tmp file + rename): an interrupted save never replaces a good checkpoint."""
     state = dict(args=dataclasses.asdict(args), step=step, train_time_ms=train_time_ms, model=model.state_dict(),
                  muon=muon.state_dict(), adam=adam.state_dict(), stream=stream.state_dict(),
-                 rng=torch.get_rng_state(), cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+                 rng=torch.get_rng_state(),
+                 cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     torch.save(state, path + ".tmp")
     os.replace(path + ".tmp", path)
