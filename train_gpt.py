@@ -393,6 +393,8 @@ def load_val_sequences(pattern, val_tokens, seq_len):
 
 
 def to_device(array, device):
+    """numpy -> device tensor; on CUDA through pinned memory without blocking, so the host never waits for
+    the GPU (a copy from pageable memory would wait for the queued kernels: a hidden sync every step)."""
     tensor = torch.from_numpy(np.ascontiguousarray(array))
     if device.type == "cuda":
         return tensor.pin_memory().to(device, non_blocking=True)
@@ -467,10 +469,11 @@ def attention(q, k, v, mask, scale):
     return y.transpose(1, 2)
 
 
-def build_masks(idx, windows):
-    """One mask per distinct window: {"L": mask, "S": mask}; windows = int tensor [long, short] in tokens."""
+def build_masks(idx, windows, flex=None):
+    """One mask per distinct window: {"L": mask, "S": mask}; windows = int tensor [long, short] in tokens.
+    BlockMasks for FlexAttention on CUDA (flex=None), dense masks elsewhere."""
     docs = document_ids(idx)
-    build = block_mask if idx.is_cuda else dense_mask
+    build = block_mask if (idx.is_cuda if flex is None else flex) else dense_mask
     return {"L": build(docs, windows[0]), "S": build(docs, windows[1])}
 
 
@@ -488,7 +491,7 @@ class FP8Matmul(torch.autograd.Function):
     def forward(ctx, x, w, x_scale, w_scale, grad_scale):
         x_f8 = (x / x_scale).to(torch.float8_e4m3fn)
         w_f8 = (w / w_scale).to(torch.float8_e4m3fn)
-        scale_x, scale_w = (torch.tensor(s, dtype=torch.float32, device=x.device) for s in (x_scale, w_scale))
+        scale_x, scale_w = (x.new_full((), s, dtype=torch.float32) for s in (x_scale, w_scale))  # no host copy
         out = torch._scaled_mm(x_f8, w_f8.T, scale_a=scale_x, scale_b=scale_w, out_dtype=torch.bfloat16,
                                use_fast_accum=True)
         ctx.save_for_backward(x_f8, w_f8, scale_x, scale_w)
@@ -500,7 +503,7 @@ class FP8Matmul(torch.autograd.Function):
         x_f8, w_f8, scale_x, scale_w = ctx.saved_tensors
         grad_scale = ctx.grad_scale / grad.size(0)
         grad_f8 = (grad / grad_scale).to(torch.float8_e5m2)
-        scale_g = torch.tensor(grad_scale, dtype=torch.float32, device=grad.device)
+        scale_g = grad.new_full((), grad_scale, dtype=torch.float32)
         grad_x = torch._scaled_mm(grad_f8, w_f8.T.contiguous().T, scale_a=scale_g, scale_b=scale_w,
                                   out_dtype=torch.bfloat16)
         grad_w = torch._scaled_mm(x_f8.T.contiguous(), grad_f8.T.contiguous().T, scale_a=scale_x, scale_b=scale_g,
@@ -540,7 +543,8 @@ class Rotary(nn.Module):
         self.set_base(base)
 
     def set_base(self, base):
-        exponents = torch.arange(0, self.rot_dim, 2, dtype=torch.float32) / max(self.rot_dim, 1)
+        exponents = torch.arange(0, self.rot_dim, 2, dtype=torch.float32, device=self.inv_freq.device)
+        exponents = exponents / max(self.rot_dim, 1)
         self.inv_freq.copy_(base ** -exponents)
 
     def forward(self, T, device):
@@ -902,7 +906,7 @@ def apply_schedules(step, args, model, muon, adam):
 
 
 def window_tensor(step, args, device):
-    return torch.tensor([blocks * BLOCK for blocks in window_blocks(step, args)], dtype=torch.int64, device=device)
+    return to_device(np.array([blocks * BLOCK for blocks in window_blocks(step, args)]), device)
 
 
 # -----------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Attention masks, the FP8 head and every model flag (train_gpt.py's Attention, FP8 and Model sections)."""
 import dataclasses
+import functools
 
 import pytest
 import torch
@@ -27,6 +28,7 @@ def test_mask_function_equals_brute_force(window):
                 assert dense[b, 0, q, k].item() == expected
 
 
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")  # eager is the reference here
 @pytest.mark.parametrize("window", [1, 50, 128, 129, 200, 383, 384, 5000])
 @pytest.mark.parametrize("mean_doc_len", [20, 150, 10_000])
 def test_flex_block_mask_equals_dense_path(window, mean_doc_len):
@@ -40,6 +42,30 @@ def test_flex_block_mask_equals_dense_path(window, mean_doc_len):
     assert (flex - dense).abs().max().item() < 1e-5
 
 
+def block_sets(counts, indices):
+    """(B, 1, nq) counts and (B, 1, nq, nk) indices -> (B, nq, nk) bool: which k-blocks each q-block lists."""
+    B, _, nq, nk = indices.shape
+    listed = torch.zeros(B, nq, nk, dtype=torch.bool)
+    for b in range(B):
+        for q in range(nq):
+            listed[b, q, indices[b, 0, q, :counts[b, 0, q]].long()] = True
+    return listed
+
+
+@pytest.mark.parametrize("window", [1, 100, 128, 300, 5000])
+def test_block_classification_is_exact(window):
+    """The CUDA kernel skips unlisted blocks and does not evaluate the mask on 'full' ones, so both must be
+    exact; the CPU reference evaluates the mask everywhere and cannot see such a mistake."""
+    docs = random_docs(2, 1024, seed=window, mean_len=150)
+    mask = tg.block_mask(docs, torch.tensor(window))
+    token_mask = tg.dense_mask(docs, torch.tensor(window))[:, 0].view(2, 8, 128, 8, 128)
+    block_all, block_any = token_mask.all(dim=(2, 4)), token_mask.any(dim=(2, 4))
+    full = block_sets(mask.full_kv_num_blocks, mask.full_kv_indices)
+    partial = block_sets(mask.kv_num_blocks, mask.kv_indices)
+    assert torch.equal(full, block_all)
+    assert torch.equal(partial | full, block_any) and not (partial & full).any()
+
+
 def test_block_mask_skips_blocks_outside_window_and_documents():
     docs = torch.zeros(1, 1024, dtype=torch.long)
     docs[0, 512:] = 1  # two documents of 4 blocks each
@@ -48,6 +74,23 @@ def test_block_mask_skips_blocks_outside_window_and_documents():
     for qb in range(8):
         visited = {kb for kb in range(8) if blocks[qb, kb]}
         assert visited == {kb for kb in range(max(qb - 2, 4 * (qb // 4)), qb + 1)}
+
+
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+def test_model_on_the_flex_path_equals_the_dense_path(monkeypatch):
+    args = tiny_args("--seq_len=256", "--window_pattern=SLL")
+    torch.manual_seed(0)
+    model = tg.GPT(args)
+    with torch.no_grad():  # wake the zero-initialised projections and head so every layer shapes the output
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    idx = random_batch(args)[0, :, :-1]
+    windows = torch.tensor([256 + 64, 100])  # long: whole blocks plus a partial one; short: under one block
+    with torch.no_grad():
+        dense = model(idx, windows=windows)
+        monkeypatch.setattr(tg, "build_masks", functools.partial(tg.build_masks, flex=True))  # the CUDA masks
+        flex = model(idx, windows=windows)
+    assert dense.std() > 0.1 and (flex - dense).abs().max().item() < 1e-4
 
 
 def fp8_reference(x, w):
