@@ -738,7 +738,7 @@ def check_param_coverage(model, optimizers):
                 counts[id(p)] = counts.get(id(p), 0) + 1
     for name, p in model.named_parameters():
         if counts[id(p)] != 1:
-            raise RuntimeError(f"parameter {name} is in {counts[id(p)]} optimizer groups (must be exactly 1);"
+            raise ConfigError(f"parameter {name} is in {counts[id(p)]} optimizer groups (must be exactly 1);"
                                " fix param_groups()")
 
 
@@ -746,7 +746,8 @@ def check_gradients(model):
     """After the first backward: a parameter without a gradient never trains (an unused table or gate)."""
     missing = [name for name, p in model.named_parameters() if p.grad is None]
     if missing:
-        raise RuntimeError(f"parameters received no gradient: {', '.join(missing)}; they are not used by forward()")
+        raise ConfigError(f"parameters received no gradient: {', '.join(missing)}; nothing in forward() uses them"
+                          " with these flags")
 
 
 # -----------------------------------------------------------------------------

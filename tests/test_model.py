@@ -176,7 +176,7 @@ def test_unused_parameter_fails_with_its_name():
     model = tg.GPT(args)
     batch = random_batch(args)
     model(batch[0, :, :-1], batch[0, :, 1:], tg.window_tensor(0, args, torch.device("cpu"))).backward()
-    with pytest.raises(RuntimeError, match=r"value_embeds\.0\.weight"):
+    with pytest.raises(tg.ConfigError, match=r"value_embeds\.0\.weight"):
         tg.check_gradients(model)
 
 
@@ -185,10 +185,10 @@ def test_parameter_in_two_groups_or_none_fails_with_its_name():
     groups = tg.param_groups(model)
     adam = torch.optim.Adam([p for name in ("embed", "head", "scalar") for p in groups[name]] + groups["muon"][:1])
     muon = tg.Muon(groups["muon"], tiny_args())
-    with pytest.raises(RuntimeError, match=r"blocks\.0\.attn\.qkv\.weight is in 2 optimizer groups"):
+    with pytest.raises(tg.ConfigError, match=r"blocks\.0\.attn\.qkv\.weight is in 2 optimizer groups"):
         tg.check_param_coverage(model, [muon, adam])
     adam = torch.optim.Adam([p for name in ("embed", "head") for p in groups[name]])
-    with pytest.raises(RuntimeError, match=r"is in 0 optimizer groups"):
+    with pytest.raises(tg.ConfigError, match=r"is in 0 optimizer groups"):
         tg.check_param_coverage(model, [muon, adam])
 
 

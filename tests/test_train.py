@@ -136,6 +136,14 @@ def test_a_used_run_id_is_refused_and_its_log_kept(synthetic_data, tmp_path):
     assert (tmp_path / "logs/taken.txt").read_text() == "an earlier run\n"
 
 
+def test_a_parameter_without_gradient_stops_the_run_at_start_up(synthetic_data, tmp_path):
+    _, data_args = synthetic_data  # value table 0 feeds layers 0 and 3, and neither has attention
+    result = run(tmp_path, *TINY, *data_args, "--value_embeds=1", "--no_attn_layers=0,3", check=False)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == ("train_gpt.py: parameters received no gradient: "
+                                                      "value_embeds.0.weight; nothing in forward() uses them with these flags")
+
+
 def test_missing_data_is_one_line_error(tmp_path):
     result = run(tmp_path, *TINY, "--train_files=nowhere/*.bin", check=False)
     assert result.returncode != 0
