@@ -60,6 +60,7 @@ class Hyperparameters:
     train_files: str = "data/fineweb10B/fineweb_train_*.bin"
     val_files: str = "data/fineweb10B/fineweb_val_*.bin"
     val_tokens: int = 10_485_760  # fixed val set, the same for every world size (modded-nanogpt)
+    val_seq_len: int = 64 * 1024  # val sequence length; val_tokens must be a multiple (160 sequences)
     tokens_per_step: int = 8 * 48 * 1024  # global batch; record 2025-08-23: 393,216 = 8 GPUs x 48K
     batch_schedule: str = ""  # "STEP:TOKENS,...": tokens_per_step from each STEP on ("" = constant)
     seq_len: int = 48 * 1024  # tokens per sequence; documents inside are separated by the attention mask
@@ -139,13 +140,13 @@ class Hyperparameters:
 PRESETS = {
     "record": {},  # the defaults: 8xH100, or fewer GPUs through gradient accumulation
     # one 24 GB card: same recipe, shorter sequences (more accumulation steps) so activations fit
-    "4090": dict(seq_len=16 * 1024),
+    "4090": dict(seq_len=16 * 1024, val_seq_len=16 * 1024),
     # the ~350M model of the 2.92 track; step count is a starting point, not yet tuned here
     "medium": dict(num_layers=16, model_dim=1024, num_heads=8, no_attn_layers=(), num_iterations=5000),
     # a tiny model that trains on CPU in seconds (smoke runs, tests)
     "cpu": dict(num_layers=4, model_dim=128, num_heads=2, head_dim=64, value_embeds=1, bigram_embed=1,
                 no_attn_layers=(), window_pattern="SL", window_blocks_end=2, seq_len=256, micro_batch_seqs=2,
-                tokens_per_step=1024, val_tokens=16384, num_iterations=60, cooldown_frac=0.3,
+                tokens_per_step=1024, val_tokens=16384, val_seq_len=256, num_iterations=60, cooldown_frac=0.3,
                 muon_momentum_warmup_steps=20, val_loss_every=20,
                 train_log_every=10, compile=False, warmup_steps=0),
 }
@@ -221,8 +222,10 @@ def validate(args):
         ("window_blocks_end", args.window_blocks_start <= args.window_blocks_end, "at least window_blocks_start"),
         ("num_iterations", args.num_iterations >= 1, "at least 1"),
         ("cooldown_frac", 0 <= args.cooldown_frac <= 1, "between 0 and 1"),
-        ("val_tokens", args.val_tokens >= args.seq_len, f"at least seq_len = {args.seq_len}"),
+        ("val_tokens", args.val_tokens > 0 and args.val_tokens % args.val_seq_len == 0,
+         f"a positive multiple of val_seq_len = {args.val_seq_len}"),
         ("seq_len", args.seq_len % BLOCK == 0, f"a multiple of the {BLOCK}-token attention block"),
+        ("val_seq_len", args.val_seq_len % BLOCK == 0, f"a multiple of the {BLOCK}-token attention block"),
         ("num_layers", args.num_layers >= 2, "at least 2"),
     ]
     for name, ok, expected in checks:
@@ -377,7 +380,8 @@ def grad_accum_steps(tokens_per_step, world_size, micro_batch_tokens):
 
 
 def load_val_sequences(pattern, val_tokens, seq_len):
-    """The first val_tokens // seq_len sequences of the val shards: the same set for every world size."""
+    """The first val_tokens tokens of the val shards as val_tokens // seq_len sequences (+1 token each for the
+    targets): the same set for every world size."""
     files = sorted(glob.glob(pattern))
     if not files:
         raise ShardError(f"no shard matches {pattern!r} (set --val_files)")
@@ -973,8 +977,9 @@ def evaluate(model, val_seqs, args, windows, token_bytes, rank, world_size, devi
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, tokens, bytes
     token_bytes = token_bytes.to(device) if token_bytes is not None else None
     mine = val_seqs[rank::world_size]
-    for start in range(0, len(mine), args.micro_batch_seqs):
-        batch = to_device(mine[start:start + args.micro_batch_seqs], device)
+    rows = max(1, args.micro_batch_seqs * args.seq_len // args.val_seq_len)  # about a training micro-batch
+    for start in range(0, len(mine), rows):
+        batch = to_device(mine[start:start + rows], device)
         targets = batch[:, 1:]
         totals[0] += model(batch[:, :-1], targets, windows).double() * targets.numel()
         totals[1] += targets.numel()
@@ -1121,7 +1126,7 @@ def train(args, argv):
 
     stream = TokenStream(args.train_files, args.seq_len, args.micro_batch_seqs, args.seed, args.align_to_doc,
                          rank, world_size)
-    val_seqs = load_val_sequences(args.val_files, args.val_tokens, args.seq_len)
+    val_seqs = load_val_sequences(args.val_files, args.val_tokens, args.val_seq_len)
     token_bytes = gpt2_token_bytes(args.vocab_size)
     step, train_time_ms = 0, 0.0
     if args.resume:
