@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 gpus=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null || true)
 if [ -z "$gpus" ]; then
     echo "run.sh: no NVIDIA GPU visible (nvidia-smi lists none), so no run was started. For a CPU smoke run"
-    echo "(a tiny model, about a minute):  python cached_fineweb10B.py 1 && python train_gpt.py --preset=cpu"
+    echo "(a tiny model, about two minutes):  python cached_fineweb10B.py 1 && python train_gpt.py --preset=cpu"
     exit 0
 fi
 if ! ls data/fineweb10B/fineweb_train_*.bin >/dev/null 2>&1 && [[ " $* " != *" --train_files="* ]]; then
