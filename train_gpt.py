@@ -125,6 +125,7 @@ class Hyperparameters:
     run_id: str = ""  # "" = a fresh unique id
     resume: str = ""  # checkpoint to continue from; its hyperparameters apply unless overridden here
     device: str = ""  # "" = cuda:LOCAL_RANK if available, else cpu
+    memory_cap_gib: float = 0  # cap this process's GPU memory, e.g. 24 to check a 24 GB card on a bigger one (0 = off)
     compile: bool = True
     compile_mode: str = ""  # torch.compile mode: "" (default), "max-autotune", ...
     warmup_steps: int = 10  # untimed compile steps on dummy data, then every state is reset
@@ -1104,6 +1105,9 @@ def parameter_counts(model):
 
 def train(args, argv):
     rank, world_size, device = setup_distributed(args.device)
+    if args.memory_cap_gib and device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_cap_gib * 2**30 / total), device)
     torch.manual_seed(args.seed)
     run_id = args.run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     run = [run_id, os.path.exists(f"logs/{run_id}.txt")]
@@ -1122,7 +1126,10 @@ def train(args, argv):
     log(f"parameters: {json.dumps(parameter_counts(raw_model))} fp8_head: {raw_model.use_fp8}")
     model = torch.compile(raw_model, mode=args.compile_mode or None, dynamic=False) if args.compile else raw_model
     muon, adam = build_optimizers(raw_model, args, rank, world_size)
+    warmup_start = time.perf_counter()
     warmup_compile(model, raw_model, args, muon, adam, device, world_size)
+    if args.warmup_steps > 0:
+        log(f"warmup: {args.warmup_steps} untimed steps (compilation) took {time.perf_counter() - warmup_start:.1f}s")
 
     stream = TokenStream(args.train_files, args.seq_len, args.micro_batch_seqs, args.seed, args.align_to_doc,
                          rank, world_size)
