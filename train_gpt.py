@@ -189,8 +189,8 @@ def parse_args(argv):
         overrides[name] = parse_value(name, text, kinds[name])
     args = Hyperparameters()
     if overrides.get("resume"):
-        saved = load_checkpoint_file(overrides["resume"])["args"]
-        args = dataclasses.replace(args, **{**{k: v for k, v in saved.items() if k in kinds}, "run_id": ""})
+        saved = checkpoint_hyperparameters(load_checkpoint_file(overrides["resume"]))
+        args = dataclasses.replace(args, **{**saved, "run_id": ""})
     preset = overrides.get("preset", "")
     if preset not in PRESETS and preset:
         raise ConfigError(f"unknown --preset={preset!r}; choose one of {', '.join(PRESETS)}")
@@ -204,6 +204,11 @@ def load_checkpoint_file(path, device="cpu"):
         return torch.load(path, map_location=device, weights_only=False)
     except (OSError, RuntimeError, EOFError) as e:
         raise ConfigError(f"cannot read checkpoint {path}: {e}") from None
+
+
+def checkpoint_hyperparameters(state):
+    """The hyperparameters a checkpoint was trained with; fields this file no longer has are dropped."""
+    return {k: v for k, v in state["args"].items() if k in typing.get_type_hints(Hyperparameters)}
 
 
 def validate(args):
@@ -744,7 +749,7 @@ def check_param_coverage(model, optimizers):
     for name, p in model.named_parameters():
         if counts[id(p)] != 1:
             raise ConfigError(f"parameter {name} is in {counts[id(p)]} optimizer groups (must be exactly 1);"
-                               " fix param_groups()")
+                              " fix param_groups()")
 
 
 def check_gradients(model):
@@ -818,11 +823,11 @@ class Muon(torch.optim.Optimizer):
                 if self.rank < len(chunk):
                     p = chunk[self.rank]
                     mine = p.grad.lerp(self.state[p]["momentum_buffer"], group["momentum"])  # Nesterov
-                else:
+                    if self.args.muon_row_equilibration:
+                        mine = equilibrate_rows(mine)
+                    mine = orthogonalize(mine, self.args.muon_ortho)
+                else:  # this rank has no matrix in the last chunk: it only pads the all-gather
                     mine = torch.zeros_like(chunk[0])
-                if self.args.muon_row_equilibration:
-                    mine = equilibrate_rows(mine)
-                mine = orthogonalize(mine, self.args.muon_ortho)
                 if self.world_size == 1:
                     gathers.append((group, chunk, [mine], None))
                     continue
@@ -1216,7 +1221,7 @@ def sample(args):
     import tiktoken
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     state = load_checkpoint_file(args.sample, device)
-    train_args = Hyperparameters(**{k: v for k, v in state["args"].items() if k in Hyperparameters.__annotations__})
+    train_args = Hyperparameters(**checkpoint_hyperparameters(state))
     model = GPT(train_args).to(device).eval()
     model.load_state_dict(state["model"])
     model.use_fp8 = use_fp8_head(train_args.fp8_head, device)

@@ -83,7 +83,6 @@ def test_compare_reads_two_real_logs(smoke, synthetic_data, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "smoke" in result.stdout and "other" in result.stdout
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    sys.path.insert(0, str(ROOT))
     import compare
     figure = compare.build_figure([compare.parse_log(smoke_log), compare.parse_log(tmp_path / "logs/other.txt")])
     for axes in figure.axes:
