@@ -29,6 +29,7 @@ MARK_BEGIN, MARK_END = "<!-- leaderboard -->", "<!-- /leaderboard -->"
 HEADER_KEYS = ("run_id", "command", "world_size", "device", "versions", "hyperparameters")
 STEP_RE = re.compile(r"^step:(\d+)/(\d+)(?=\s|$)(.*)$")
 MEM_RE = re.compile(r"^peak memory (?:allocated|consumption): (\d+) MiB(?: reserved: (\d+) MiB)?")  # new, old
+WARMUP_RE = re.compile(r"^warmup: .* took ([\d.]+)s$")  # torch.compile's untimed warmup steps
 
 ValPoint = namedtuple("ValPoint", "step train_time_ms tokens val_loss val_bpb")
 TrainPoint = namedtuple("TrainPoint", "step train_time_ms tokens train_loss tok_s mfu")
@@ -55,7 +56,7 @@ def parse_log(path):
     except OSError as e:
         raise LogError(f"{path}: cannot read ({e.strerror or e})") from None
     run = dict(path=str(path), run_id=path.stem, command=None, world_size=None, device=None, versions=None,
-               hyperparameters={}, total_steps=None, peak_mem_allocated=None, peak_mem_reserved=None)
+               hyperparameters={}, total_steps=None, peak_mem_allocated=None, peak_mem_reserved=None, compile_s=None)
     rows, in_source, seen_step, header = [], False, False, set()
     for line in lines:
         if line.strip() == SOURCE_BEGIN:
@@ -72,6 +73,8 @@ def parse_log(path):
         elif m := MEM_RE.match(line):
             run["peak_mem_allocated"] = int(m[1])
             run["peak_mem_reserved"] = int(m[2]) if m[2] else None
+        elif m := WARMUP_RE.match(line):
+            run["compile_s"] = float(m[1])
         elif not seen_step and (key := line.split(":", 1)[0]) in HEADER_KEYS and key not in header:
             header.add(key)
             value = line.split(":", 1)[1].strip()
@@ -115,10 +118,12 @@ def summarize(run):
     tok_s = next((p.tok_s for p in reversed(run["train"]) if p.tok_s), None)
     if tok_s is None and last.tokens and time_ms:
         tok_s = last.tokens / (time_ms / 1000)
+    mfu = next((p.mfu for p in reversed(run["train"]) if p.mfu is not None), None)
     return dict(run=run["run_id"], last_step=last.step, total_steps=run["total_steps"], tokens=last.tokens,
                 val_loss=last_val and last_val.val_loss, val_bpb=last_val and last_val.val_bpb,
-                train_time_s=None if time_ms is None else time_ms / 1000, tok_s=tok_s,
-                peak_mem=run["peak_mem_allocated"])
+                train_time_s=None if time_ms is None else time_ms / 1000,
+                step_avg_ms=time_ms / last.step if time_ms is not None and last.step else None, tok_s=tok_s,
+                mfu=mfu, compile_s=run["compile_s"], peak_mem=run["peak_mem_allocated"])
 
 
 def human(n):
@@ -136,11 +141,14 @@ def fmt(value, spec):
 
 
 def table(runs):
-    head = ["run", "steps", "tokens", "val_loss", "val_bpb", "train_time_s", "tok/s", "peak_mem_MiB"]
+    """tok/s and mfu are the last train line's (the latest interval); step_avg covers the whole run."""
+    head = ["run", "steps", "tokens", "val_loss", "val_bpb", "train_time_s", "step_avg_ms", "tok/s", "mfu_%",
+            "compile_s", "peak_mem_MiB"]
     body = []
     for s in map(summarize, runs):
         body.append([s["run"], f"{s['last_step']}/{s['total_steps']}", human(s["tokens"]), fmt(s["val_loss"], ".4f"),
-                     fmt(s["val_bpb"], ".4f"), fmt(s["train_time_s"], ".1f"), fmt(s["tok_s"], ",.0f"),
+                     fmt(s["val_bpb"], ".4f"), fmt(s["train_time_s"], ".1f"), fmt(s["step_avg_ms"], ".1f"),
+                     fmt(s["tok_s"], ",.0f"), fmt(s["mfu"], ".1f"), fmt(s["compile_s"], ".1f"),
                      fmt(s["peak_mem"], "d")])
     widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
     just = lambda row: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))

@@ -129,6 +129,7 @@ class Hyperparameters:
     compile: bool = True
     compile_mode: str = ""  # torch.compile mode: "" (default), "max-autotune", ...
     warmup_steps: int = 10  # untimed compile steps on dummy data, then every state is reset
+    profile_steps: int = 0  # torch.profiler over this many steps after two unprofiled ones (0 = off)
     # sampling
     sample: str = ""  # checkpoint to sample from instead of training
     prompt: str = ""
@@ -1036,6 +1037,28 @@ def log_header(log, args, argv, world_size, device):
         log(f"==== source of train_gpt.py ====\n{f.read()}==== end of source ====", console=False)
 
 
+def start_profiler(args, device):
+    """torch.profiler on rank 0 over training steps 3 .. 2 + profile_steps (step 1 checks gradients, step 2 is
+    the profiler's warmup). Writes logs/<run_id>/profile.txt (ops by self time on the device, or on the CPU)
+    and logs/<run_id>/trace.json (open in ui.perfetto.dev). Profiled steps run slower: not a timing run."""
+    from torch.profiler import ProfilerActivity, profile, schedule
+    on_cuda = device.type == "cuda"
+
+    def write(prof):
+        os.makedirs(f"logs/{args.run_id}", exist_ok=True)
+        order = "self_device_time_total" if on_cuda else "self_cpu_time_total"
+        table = prof.key_averages().table(sort_by=order, row_limit=50, max_name_column_width=80)
+        with open(f"logs/{args.run_id}/profile.txt.tmp", "w") as f:
+            f.write(f"{args.profile_steps} steps, {args.run_id}\n{table}\n")
+        os.replace(f"logs/{args.run_id}/profile.txt.tmp", f"logs/{args.run_id}/profile.txt")
+        prof.export_chrome_trace(f"logs/{args.run_id}/trace.json")
+
+    prof = profile(activities=[ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * on_cuda, on_trace_ready=write,
+                   schedule=schedule(wait=1, warmup=1, active=args.profile_steps, repeat=1))
+    prof.start()
+    return prof
+
+
 def save_checkpoint(path, model, muon, adam, stream, step, train_time_ms, args):
     """Write atomically (tmp file + rename): an interrupted save never replaces a good checkpoint."""
     state = dict(args=dataclasses.asdict(args), step=step, train_time_ms=train_time_ms, model=model.state_dict(),
@@ -1168,6 +1191,7 @@ def run_loop(args, model, raw_model, muon, adam, stream, val_seqs, token_bytes, 
     loss_sum, logged_step, logged_time = torch.zeros((), device=device), step, train_time_ms
     first_bad_step = torch.full((), N + 1, device=device)  # first step with a non-finite loss, N + 1 = none
     synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    profiler = start_profiler(args, device) if args.profile_steps and rank == 0 else None
     synchronize()
     t0 = time.perf_counter()
     while True:
@@ -1188,12 +1212,16 @@ def run_loop(args, model, raw_model, muon, adam, stream, val_seqs, token_bytes, 
                                 train_time_ms + 1000 * (time.perf_counter() - t0), args)
             t0 = time.perf_counter()  # checkpoint writing is not training time
         if last:
+            if profiler is not None:
+                profiler.stop()
             return
         windows = apply_schedules(step, args, raw_model, muon, adam)
         batches = to_device(stream.next_step(tokens_per_step_at(step, args)), device)
         loss = train_step(model, raw_model, batches, windows, muon, adam, world_size, check_grads=step == 0)
         loss_sum += loss
         step += 1  # numbered like the log lines: step:1 is the loss of the first step
+        if profiler is not None:
+            profiler.step()
         first_bad_step = torch.where(torch.isfinite(loss), first_bad_step, first_bad_step.clamp(max=step))
         if step % args.train_log_every == 0 or step == N:
             if first_bad_step.item() <= N:

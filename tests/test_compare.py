@@ -23,7 +23,8 @@ run_id: decoy
 '''
 
 
-def write_log(path, run_id, losses, tps=8192, step_ms=100, every=10, mem=1234, extra_hp=None, tokens_field=False):
+def write_log(path, run_id, losses, tps=8192, step_ms=100, every=10, mem=1234, extra_hp=None, tokens_field=False,
+              mfu=None, compile_s=None):
     """A log as train_gpt.py writes it: header, nvidia-smi, source block, val/train lines, memory line."""
     n = (len(losses) - 1) * every
     hp = {"preset": "cpu", "num_iterations": n, "tokens_per_step": tps, "batch_schedule": "", **(extra_hp or {})}
@@ -31,12 +32,14 @@ def write_log(path, run_id, losses, tps=8192, step_ms=100, every=10, mem=1234, e
              "world_size: 1", "device: cpu (8 cores)", "versions: python 3.11.7 torch 2.13.0 triton n/a cuda n/a",
              "hyperparameters: " + json.dumps(hp), "nvidia-smi: not available",
              "==== source of train_gpt.py ====", *DECOY_SOURCE.splitlines(), "==== end of source ===="]
+    if compile_s is not None:
+        lines.append(f"warmup: 10 untimed steps (compilation) took {compile_s:.1f}s")
     for i, loss in enumerate(losses):
         step = i * every
         if step:
             tok = f" tokens:{step * tps}" if tokens_field else ""
             lines.append(f"step:{step}/{n} train_loss:{loss + 0.1:.4f} train_time:{step * step_ms}ms "
-                         f"step_avg:{step_ms:.2f}ms{tok} tok/s:{tps * 1000 // step_ms} mfu:n/a")
+                         f"step_avg:{step_ms:.2f}ms{tok} tok/s:{tps * 1000 // step_ms} mfu:{f'{mfu + i:.1f}%' if mfu else 'n/a'}")
         lines.append(f"step:{step}/{n} val_loss:{loss:.4f} val_bpb:{loss / 3.3:.4f} train_time:{step * step_ms}ms "
                      f"step_avg:{(step_ms if step else float('nan')):.2f}ms")
         if i == 1:
@@ -71,6 +74,14 @@ def test_parse_log_values_and_decoys_ignored(two_logs):
     s = compare.summarize(run)
     assert (s["val_loss"], s["train_time_s"], s["tokens"], s["peak_mem"]) == (3.27, 6.0, 491520, 1234)
     assert compare.human(s["tokens"]) == "492K" and compare.human(670_000_000) == "0.67B"
+
+
+def test_table_has_step_avg_mfu_and_compile_time(tmp_path):
+    log = write_log(tmp_path / "gpu.txt", "gpu", [10.8, 5.0, 4.0], step_ms=250, mfu=40.0, compile_s=61.25)
+    s = compare.summarize(compare.parse_log(log))
+    assert (s["step_avg_ms"], s["mfu"], s["compile_s"]) == (250.0, 42.0, 61.2)  # mfu: the last train line's
+    row = compare.table([compare.parse_log(log)]).splitlines()[-1].split()
+    assert row[6:10] == ["250.0", "32,768", "42.0", "61.2"]
 
 
 def test_tokens_field_preferred_and_batch_schedule(tmp_path):

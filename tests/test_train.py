@@ -1,7 +1,10 @@
 """End-to-end runs of train_gpt.py: the smoke run, resume, 1 vs 2 processes, sampling, compare.py, errors."""
+import json
+import os
 import re
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -148,3 +151,48 @@ def test_missing_data_is_one_line_error(tmp_path):
     assert result.returncode != 0
     assert result.stderr.strip() == ("train_gpt.py: no shard matches 'nowhere/*.bin' (download with "
                                      "`python cached_fineweb10B.py 9` or set --train_files)")
+
+
+def test_profile_steps_write_the_op_table_and_a_trace(synthetic_data, tmp_path):
+    _, data_args = synthetic_data
+    run(tmp_path, *TINY, *data_args, "--num_iterations=6", "--profile_steps=2", "--run_id=prof")
+    table = (tmp_path / "logs/prof/profile.txt").read_text()
+    assert table.startswith("2 steps, prof") and "aten::mm" in table
+    assert re.search(r"^\s*ProfilerStep\*\s.*\s2\s*$", table, re.M)  # exactly the two profiled steps
+    trace = json.loads((tmp_path / "logs/prof/trace.json").read_text())
+    assert any(e.get("name") == "aten::mm" for e in trace["traceEvents"])
+    assert re.search(r"^step:6/6 val_loss:", (tmp_path / "logs/prof.txt").read_text(), re.M)  # the run goes on
+
+
+def bench_plain_flags():
+    text = (ROOT / "bench.sh").read_text()
+    return re.search(r"^PLAIN=\((.*?)\)$", text, re.S | re.M)[1].split()
+
+
+def test_bench_plain_flags_turn_off_every_trick_of_the_docstring():
+    args = tg.parse_args(["--preset=record", *bench_plain_flags()])
+    tricks = re.findall(r"^    (\w+)  +\S", tg.__doc__, re.M)  # the docstring's list: one flag per trick
+    assert len(tricks) == 16 and all(f"--{t}=" in " ".join(bench_plain_flags()) for t in tricks)
+    assert (args.rope_fraction, args.qk_norm, args.mlp_act, args.no_attn_layers, args.logit_softcap) == (1, False,
+                                                                                                         "gelu", (), 0)
+    assert tg.window_blocks(0, args) == tg.window_blocks(200, args) == (8, 4)  # GPT-2's 1024 tokens, fixed
+    assert args.window_pattern == "L" and args.attn_scale == pytest.approx(args.head_dim ** -0.5)
+
+
+def test_bench_script_runs_and_ends_with_the_table(proxy_dir):
+    tag = f"test{time.time_ns()}"
+    env = dict(os.environ, BENCH_RUNS="cpu", BENCH_TAG=tag)
+    try:
+        result = subprocess.run(["bash", str(ROOT / "bench.sh"), f"--train_files={proxy_dir}/wiki_train_*.bin",
+                                 f"--val_files={proxy_dir}/wiki_val_*.bin", "--num_iterations=4",
+                                 "--val_loss_every=2", "--val_tokens=8192", "--train_log_every=2"],
+                                capture_output=True, text=True, timeout=600, env=env)
+    finally:
+        (ROOT / f"logs/bench_{tag}_cpu.txt").unlink(missing_ok=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    header, rule, row = result.stdout.strip().splitlines()[-3:]
+    assert header.split()[:4] == ["run", "steps", "tokens", "val_loss"] and row.startswith(f"bench_{tag}_cpu  ")
+    assert row.split()[1] == "4/4"
+    unknown = subprocess.run(["bash", str(ROOT / "bench.sh")], env=dict(env, BENCH_RUNS="fast"), capture_output=True,
+                             text=True)
+    assert unknown.returncode == 2 and "unknown run 'fast'" in unknown.stdout
