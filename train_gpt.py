@@ -819,8 +819,9 @@ class Muon(torch.optim.Optimizer):
             for base in range(0, len(params), self.world_size):
                 chunk = params[base:base + self.world_size]
                 for p in chunk:  # every rank keeps every momentum buffer, so checkpoints hold the whole state
-                    buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
-                    buf.lerp_(p.grad, 1 - group["momentum"])
+                    if "momentum_buffer" not in self.state[p]:
+                        self.state[p]["momentum_buffer"] = torch.zeros_like(p)
+                    self.state[p]["momentum_buffer"].lerp_(p.grad, 1 - group["momentum"])
                 if self.rank < len(chunk):
                     p = chunk[self.rank]
                     mine = p.grad.lerp(self.state[p]["momentum_buffer"], group["momentum"])  # Nesterov
@@ -843,7 +844,9 @@ class Muon(torch.optim.Optimizer):
     def apply_update(self, p, update, group):
         args, (rows, cols) = self.args, p.shape
         if args.normuon:  # NorMuon (Li et al. 2025): normalise rows by their second moment, keep the norm
-            second_moment = self.state[p].setdefault("row_second_moment", torch.zeros(rows, 1, device=p.device))
+            if "row_second_moment" not in self.state[p]:
+                self.state[p]["row_second_moment"] = torch.zeros(rows, 1, device=p.device)
+            second_moment = self.state[p]["row_second_moment"]
             second_moment.lerp_(update.float().square().mean(dim=1, keepdim=True), 1 - 0.95)
             normalised = update / (second_moment.sqrt() + 1e-8)
             update = normalised * (update.norm() / normalised.norm().clamp_min(1e-12))

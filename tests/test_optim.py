@@ -25,6 +25,20 @@ def test_orthogonalize_handles_tall_and_wide_alike():
     assert torch.allclose(tg.orthogonalize(G.T), tg.orthogonalize(G).T, atol=1e-5)
 
 
+@pytest.mark.parametrize("method", ["ns5", "polar"])
+def test_a_stack_is_orthogonalised_matrix_by_matrix(method):
+    """Muon orthogonalises each shape group as one stack: the same as one matrix at a time, zero padding stays
+    zero. The scales differ per matrix on purpose: the normalisation must be per matrix, not per stack."""
+    stack = torch.randn(3, 96, 48) * torch.tensor([1e-3, 1.0, 1e3])[:, None, None]
+    stack = torch.cat([stack, torch.zeros(1, 96, 48)])
+    batched = tg.orthogonalize(stack, method)
+    for i in range(3):
+        assert torch.allclose(batched[i], tg.orthogonalize(stack[i], method), atol=1e-5)
+    assert batched[3].abs().max() == 0
+    E = tg.equilibrate_rows(stack)
+    assert all(torch.allclose(E[i], tg.equilibrate_rows(stack[i])) for i in range(4))
+
+
 def test_row_equilibration_equalises_rows_and_keeps_the_norm():
     G = torch.randn(64, 32) * torch.logspace(-2, 2, 64)[:, None]
     E = tg.equilibrate_rows(G)
