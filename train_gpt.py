@@ -775,31 +775,34 @@ POLAR_EXPRESS_COEFFS = [  # Polar Express (Amsel et al. 2025), as in modded-nano
 
 
 def orthogonalize(G, method="ns5"):
-    """Approximate U V^T of G = U S V^T by an odd matrix polynomial; bf16 on GPU, fp32 on CPU."""
+    """Approximate U V^T of G = U S V^T by an odd matrix polynomial; G is a matrix or a stack of same-shape
+    matrices (one batched matmul per term instead of one per matrix). bf16 on GPU, fp32 on CPU."""
     X = G.bfloat16() if G.is_cuda else G.float()
-    transposed = X.size(0) > X.size(1)
+    transposed = X.size(-2) > X.size(-1)
     if transposed:
-        X = X.T
+        X = X.mT
     coeffs = POLAR_EXPRESS_COEFFS if method == "polar" else NS5_COEFFS
-    X = X / (X.norm() * (1.02 if method == "polar" else 1.0) + 1e-7)
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) * (1.02 if method == "polar" else 1.0) + 1e-7)
     for a, b, c in coeffs:
-        A = X @ X.T
+        A = X @ X.mT
         X = a * X + (b * A + c * A @ A) @ X
-    return (X.T if transposed else X).to(G.dtype)
+    return (X.mT if transposed else X).to(G.dtype)
 
 
 def equilibrate_rows(G):
-    """Scale every row to the RMS row norm: equal row norms, same Frobenius norm."""
-    row_norms = G.norm(dim=1, keepdim=True)
-    return G * (row_norms.square().mean().sqrt() / row_norms.clamp_min(1e-12))
+    """Scale every row to its matrix's RMS row norm: equal row norms, same Frobenius norm (G: matrix or stack)."""
+    row_norms = G.norm(dim=-1, keepdim=True)
+    return G * (row_norms.square().mean(dim=-2, keepdim=True).sqrt() / row_norms.clamp_min(1e-12))
 
 
 class Muon(torch.optim.Optimizer):
     """Muon (Keller Jordan, 2024): Nesterov momentum whose update is orthogonalised, lr scaled by shape.
 
-    Distributed: gradients are averaged; each rank orthogonalises every world_size-th matrix of a shape group and
-    the results are all-gathered while the next ones are computed. Momentum and the elementwise steps after
-    orthogonalising run on every rank, so all ranks hold identical weights and optimizer state."""
+    Parameters are grouped by shape, and each group is orthogonalised as one stack (the ~46 matrices of the
+    124M model cost four batched iterations, not 46). Distributed: gradients are averaged; rank r takes
+    matrices r, r + world_size, ... of each group and the results are all-gathered while the next group is
+    computed. Momentum and the elementwise steps after orthogonalising run on every rank, so all ranks hold
+    identical weights and optimizer state."""
 
     def __init__(self, params, args, rank=0, world_size=1):
         params = sorted(params, key=lambda p: tuple(p.shape), reverse=True)
@@ -811,35 +814,32 @@ class Muon(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self):
-        gathers = []
-        waits = [all_reduce_mean([p.grad for p in group["params"]], self.world_size) for group in self.param_groups]
+        gathers, W = [], self.world_size
+        waits = [all_reduce_mean([p.grad for p in group["params"]], W) for group in self.param_groups]
         for group, wait_grads in zip(self.param_groups, waits):  # later groups reduce while this one computes
-            params = group["params"]
+            params, momentum = group["params"], group["momentum"]
             wait_grads()
-            for base in range(0, len(params), self.world_size):
-                chunk = params[base:base + self.world_size]
-                for p in chunk:  # every rank keeps every momentum buffer, so checkpoints hold the whole state
-                    if "momentum_buffer" not in self.state[p]:
-                        self.state[p]["momentum_buffer"] = torch.zeros_like(p)
-                    self.state[p]["momentum_buffer"].lerp_(p.grad, 1 - group["momentum"])
-                if self.rank < len(chunk):
-                    p = chunk[self.rank]
-                    mine = p.grad.lerp(self.state[p]["momentum_buffer"], group["momentum"])  # Nesterov
-                    if self.args.muon_row_equilibration:
-                        mine = equilibrate_rows(mine)
-                    mine = orthogonalize(mine, self.args.muon_ortho)
-                else:  # this rank has no matrix in the last chunk: it only pads the all-gather
-                    mine = torch.zeros_like(chunk[0])
-                if self.world_size == 1:
-                    gathers.append((group, chunk, [mine], None))
-                    continue
-                outputs = [torch.empty_like(mine) for _ in range(self.world_size)]
-                gathers.append((group, chunk, outputs, dist.all_gather(outputs, mine.contiguous(), async_op=True)))
-        for group, chunk, outputs, handle in gathers:
+            for p in params:  # every rank keeps every momentum buffer, so checkpoints hold the whole state
+                if "momentum_buffer" not in self.state[p]:
+                    self.state[p]["momentum_buffer"] = torch.zeros_like(p)
+                self.state[p]["momentum_buffer"].lerp_(p.grad, 1 - momentum)
+            share = -(-len(params) // W)  # matrices per rank; ranks past the end pad the all-gather with zeros
+            mine = torch.zeros(share, *params[0].shape, dtype=params[0].dtype, device=params[0].device)
+            for j, p in enumerate(params[self.rank::W]):
+                torch.lerp(p.grad, self.state[p]["momentum_buffer"], momentum, out=mine[j])  # Nesterov
+            if self.args.muon_row_equilibration:
+                mine = equilibrate_rows(mine)
+            mine = orthogonalize(mine, self.args.muon_ortho)
+            if W == 1:
+                gathers.append((group, [mine], None))
+                continue
+            outputs = [torch.empty_like(mine) for _ in range(W)]
+            gathers.append((group, outputs, dist.all_gather(outputs, mine.contiguous(), async_op=True)))
+        for group, outputs, handle in gathers:
             if handle is not None:
                 handle.wait()
-            for p, update in zip(chunk, outputs):
-                self.apply_update(p, update, group)
+            for i, p in enumerate(group["params"]):  # matrix i was orthogonalised by rank i % W, as its i // W-th
+                self.apply_update(p, outputs[i % W][i // W], group)
 
     def apply_update(self, p, update, group):
         args, (rows, cols) = self.args, p.shape

@@ -141,3 +141,33 @@ def test_batch_schedule_and_rope_scaling():
     assert tg.rope_base_at(30, args) == pytest.approx(args.rope_base * 4 ** (16 / 14))
     plain = tiny_args("--num_iterations=30")
     assert tg.rope_base_at(30, plain) == plain.rope_base
+
+
+def muon_worker(rank, world_size, init_file, out_file):
+    """One rank of a gloo group: two Muon steps on 5 + 2 + 1 matrices, so ranks pad their shares unevenly."""
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        params = muon_params_after_two_steps(rank, world_size)
+        if rank == 0:
+            torch.save(params, out_file)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def muon_params_after_two_steps(rank=0, world_size=1):
+    args = tiny_args("--muon_lr=0.1", "--muon_row_equilibration=true")
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(48, 32)] * 5 + [(32, 64)] * 2 + [(16, 16)]
+    params = [torch.nn.Parameter(torch.randn(*s, generator=gen)) for s in shapes]
+    muon = tg.Muon(params, args, rank, world_size)
+    for _ in range(2):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen)  # the same on every rank: the mean is this gradient
+        muon.step()
+    return [p.detach() for p in params]
+
+
+def test_muon_on_three_ranks_equals_one_process(tmp_path):
+    torch.multiprocessing.spawn(muon_worker, args=(3, tmp_path / "init", tmp_path / "out.pt"), nprocs=3)
+    distributed, single = torch.load(tmp_path / "out.pt"), muon_params_after_two_steps()
+    assert max((a - b).abs().max() for a, b in zip(distributed, single)) < 1e-6
