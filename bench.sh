@@ -31,11 +31,11 @@ for name in $runs; do
     esac
     log=logs/bench_${tag}_$name.txt
     echo "bench.sh: $name -> $log"
-    if CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0} python train_gpt.py "${common[@]}" "${flags[@]}" "$@" \
+    if CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0} python3 train_gpt.py "${common[@]}" "${flags[@]}" "$@" \
         --run_id="bench_${tag}_$name"; then
         logs+=("$log")
     else
         echo "bench.sh: $name failed, see $log"
     fi
 done
-if [ ${#logs[@]} -gt 0 ]; then python compare.py "${logs[@]}"; fi
+if [ ${#logs[@]} -gt 0 ]; then python3 compare.py "${logs[@]}"; fi

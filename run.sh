@@ -11,7 +11,7 @@ if [ -z "$gpus" ]; then
     exit 0
 fi
 if ! ls data/fineweb10B/fineweb_train_*.bin >/dev/null 2>&1 && [[ " $* " != *" --train_files="* ]]; then
-    python cached_fineweb10B.py 9  # the val shard + 900M training tokens
+    python3 cached_fineweb10B.py 9  # the val shard + 900M training tokens
 fi
 n=$(echo "$gpus" | wc -l)
 preset=()

@@ -234,6 +234,7 @@ def validate(args):
         ("seq_len", args.seq_len % BLOCK == 0, f"a multiple of the {BLOCK}-token attention block"),
         ("val_seq_len", args.val_seq_len % BLOCK == 0, f"a multiple of the {BLOCK}-token attention block"),
         ("num_layers", args.num_layers >= 2, "at least 2"),
+        ("profile_steps", args.profile_steps >= 0, "0 (off) or more"),
     ]
     for name, ok, expected in checks:
         if not ok:

@@ -35,6 +35,7 @@ def test_preset_then_overrides():
     (["--batch_schedule=100-3"], "--batch_schedule: '100-3' is not STEP:TOKENS"),
     (["--seq_len=1000"], "--seq_len=1000 must be a multiple of the 128-token attention block"),
     (["--val_tokens=100000"], "--val_tokens=100000 must be a positive multiple of val_seq_len = 65536"),
+    (["--profile_steps=-1"], "--profile_steps=-1 must be 0 (off) or more"),
     (["--resume=no/such.pt"], "cannot read checkpoint no/such.pt"),
 ])
 def test_bad_values_are_one_line_errors_naming_the_field(argv, message):

@@ -181,7 +181,7 @@ def test_bench_plain_flags_turn_off_every_trick_of_the_docstring():
 
 def test_bench_script_runs_and_ends_with_the_table(proxy_dir):
     tag = f"test{time.time_ns()}"
-    env = dict(os.environ, BENCH_RUNS="cpu", BENCH_TAG=tag,  # bench.sh calls `python`: this interpreter
+    env = dict(os.environ, BENCH_RUNS="cpu", BENCH_TAG=tag,  # bench.sh calls `python3`: this interpreter
                PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]))
     try:
         result = subprocess.run(["bash", str(ROOT / "bench.sh"), f"--train_files={proxy_dir}/wiki_train_*.bin",
