@@ -1218,6 +1218,7 @@ def run_loop(args, model, raw_model, muon, adam, stream, val_seqs, token_bytes, 
         if last:
             if profiler is not None:
                 profiler.stop()
+                log(f"profile: logs/{args.run_id}/profile.txt, trace: logs/{args.run_id}/trace.json")
             return
         windows = apply_schedules(step, args, raw_model, muon, adam)
         batches = to_device(stream.next_step(tokens_per_step_at(step, args)), device)

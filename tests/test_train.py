@@ -161,7 +161,8 @@ def test_profile_steps_write_the_op_table_and_a_trace(synthetic_data, tmp_path):
     assert re.search(r"^\s*ProfilerStep\*\s.*\s2\s*$", table, re.M)  # exactly the two profiled steps
     trace = json.loads((tmp_path / "logs/prof/trace.json").read_text())
     assert any(e.get("name") == "aten::mm" for e in trace["traceEvents"])
-    assert re.search(r"^step:6/6 val_loss:", (tmp_path / "logs/prof.txt").read_text(), re.M)  # the run goes on
+    log = (tmp_path / "logs/prof.txt").read_text()
+    assert re.search(r"^step:6/6 val_loss:", log, re.M) and "profile: logs/prof/profile.txt" in log  # runs on
 
 
 def bench_plain_flags():
