@@ -407,7 +407,7 @@ def load_val_sequences(pattern, val_tokens, seq_len):
 def to_device(array, device):
     """numpy -> device tensor; on CUDA through pinned memory without blocking, so the host never waits for
     the GPU (a copy from pageable memory would wait for the queued kernels: a hidden sync every step)."""
-    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    tensor = torch.from_numpy(np.require(array, requirements="CW"))  # copies read-only views (val sequences)
     if device.type == "cuda":
         return tensor.pin_memory().to(device, non_blocking=True)
     return tensor.to(device)
@@ -1180,6 +1180,8 @@ def train(args, argv):
         import resource  # CPU: the process's peak resident memory stands in for both
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
         log(f"peak memory allocated: {peak_mib} MiB reserved: {peak_mib} MiB")
+    if world_size > 1:  # rank 0 may still be writing the final checkpoint: leave together, then tear down
+        dist.barrier()
 
 
 def tokens_before(step, args):
