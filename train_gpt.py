@@ -1046,16 +1046,16 @@ def start_profiler(args, device):
     the profiler's warmup). Writes logs/<run_id>/profile.txt (ops by self time on the device, or on the CPU)
     and logs/<run_id>/trace.json (open in ui.perfetto.dev). Profiled steps run slower: not a timing run."""
     from torch.profiler import ProfilerActivity, profile, schedule
-    on_cuda = device.type == "cuda"
+    on_cuda, out = device.type == "cuda", f"logs/{args.run_id}"
 
     def write(prof):
-        os.makedirs(f"logs/{args.run_id}", exist_ok=True)
+        os.makedirs(out, exist_ok=True)
         order = "self_device_time_total" if on_cuda else "self_cpu_time_total"
         table = prof.key_averages().table(sort_by=order, row_limit=50, max_name_column_width=80)
-        with open(f"logs/{args.run_id}/profile.txt.tmp", "w") as f:
+        with open(f"{out}/profile.txt.tmp", "w") as f:
             f.write(f"{args.profile_steps} steps, {args.run_id}\n{table}\n")
-        os.replace(f"logs/{args.run_id}/profile.txt.tmp", f"logs/{args.run_id}/profile.txt")
-        prof.export_chrome_trace(f"logs/{args.run_id}/trace.json")
+        os.replace(f"{out}/profile.txt.tmp", f"{out}/profile.txt")
+        prof.export_chrome_trace(f"{out}/trace.json")
 
     prof = profile(activities=[ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * on_cuda, on_trace_ready=write,
                    schedule=schedule(wait=1, warmup=1, active=args.profile_steps, repeat=1))
