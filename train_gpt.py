@@ -125,6 +125,7 @@ class Hyperparameters:
     run_id: str = ""  # "" = a fresh unique id
     resume: str = ""  # checkpoint to continue from; its hyperparameters apply unless overridden here
     device: str = ""  # "" = cuda:LOCAL_RANK if available, else cpu
+    cpu_threads: int = 1  # threads per process on CPU; 1 keeps the math the same for any process count (0 = all)
     memory_cap_gib: float = 0  # cap this process's GPU memory, e.g. 24 to check a 24 GB card on a bigger one (0 = off)
     compile: bool = True
     compile_mode: str = ""  # torch.compile mode: "" (default), "max-autotune", ...
@@ -257,8 +258,12 @@ def parse_batch_schedule(args):
 # Distributed setup
 
 
-def setup_distributed(device_name=""):
-    """torchrun's environment when present (NCCL on CUDA, gloo on CPU), else one process. -> rank, world, device"""
+def setup_distributed(device_name="", cpu_threads=1):
+    """torchrun's environment when present (NCCL on CUDA, gloo on CPU), else one process. -> rank, world, device
+
+    On CPU every process runs cpu_threads threads: ATen cuts a large sum into one chunk per thread, so the
+    rounding of e.g. a scalar's gradient depends on the thread count, and early training amplifies a last-bit
+    difference to ~1e-3 in the loss within 10 steps. One thread per process makes 1 and N processes agree."""
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if not device_name:
@@ -266,6 +271,8 @@ def setup_distributed(device_name=""):
     device = torch.device(device_name)
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    elif cpu_threads:
+        torch.set_num_threads(cpu_threads)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return rank, world_size, device
@@ -1136,7 +1143,7 @@ def parameter_counts(model):
 
 
 def train(args, argv):
-    rank, world_size, device = setup_distributed(args.device)
+    rank, world_size, device = setup_distributed(args.device, args.cpu_threads)
     if args.memory_cap_gib and device.type == "cuda":
         total = torch.cuda.get_device_properties(device).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_cap_gib * 2**30 / total), device)
@@ -1231,6 +1238,10 @@ def run_loop(args, model, raw_model, muon, adam, stream, val_seqs, token_bytes, 
             profiler.step()
         first_bad_step = torch.where(torch.isfinite(loss), first_bad_step, first_bad_step.clamp(max=step))
         if step % args.train_log_every == 0 or step == N:
+            if world_size > 1:  # each rank holds its own share of the batch: log the whole batch's mean
+                dist.all_reduce(loss_sum)
+                loss_sum /= world_size
+                dist.all_reduce(first_bad_step, op=dist.ReduceOp.MIN)
             if first_bad_step.item() <= N:
                 raise FloatingPointError(f"loss is {loss.item()} (non-finite) at step {first_bad_step.item()}; "
                                          "lower the learning rates or check the data")
