@@ -131,6 +131,7 @@ class Hyperparameters:
     compile_mode: str = ""  # torch.compile mode: "" (default), "max-autotune", ...
     warmup_steps: int = 10  # untimed compile steps on dummy data, then every state is reset
     profile_steps: int = 0  # torch.profiler over this many steps after two unprofiled ones (0 = off)
+    check_finite: bool = True  # stop at a non-finite loss (tools/virtual_gpu.py turns it off: its values are not real)
     # sampling
     sample: str = ""  # checkpoint to sample from instead of training
     prompt: str = ""
@@ -431,44 +432,52 @@ def document_ids(idx):
     return (idx == EOT).cumsum(dim=1)
 
 
-def make_mask_mod(docs, window):
-    """mask(b, h, q, k) = causal AND same document AND inside the sliding window; window is a 0-d tensor."""
+def make_mask_mod(docs, window_blocks):
+    """mask(b, h, q, k) = causal AND same document AND fewer than window_blocks blocks back (block-granular, as
+    record 2025-08-23 counts its windows); window_blocks is a 0-d tensor, so growing it does not recompile."""
     def mask_mod(b, h, q, k):
-        return (k <= q) & (docs[b, q] == docs[b, k]) & (q - k < window)
+        return (k <= q) & (docs[b, q] == docs[b, k]) & (q // BLOCK - k // BLOCK < window_blocks)
     return mask_mod
 
 
-def dense_mask(docs, window):
+def dense_mask(docs, window_blocks):
     """The mask function evaluated at every (q, k): (B, 1, T, T) bool for scaled_dot_product_attention."""
     B, T = docs.shape
     pos = torch.arange(T, device=docs.device)
     b = torch.arange(B, device=docs.device)[:, None, None, None]
-    return make_mask_mod(docs, window)(b, 0, pos[:, None], pos[None, :])
+    return make_mask_mod(docs, window_blocks)(b, 0, pos[:, None], pos[None, :])
 
 
-def block_mask(docs, window):
+def block_mask(docs, window_blocks):
     """BlockMask from document ids at 128-token granularity, without evaluating the mask token by token.
 
-    A (q-block, k-block) pair is skipped if no token pair can pass, 'full' if every pair passes (the mask
-    function is then not evaluated) and 'partial' otherwise. Documents are contiguous, so each block's first
-    and last document id say everything; the window is a tensor, so growing it does not recompile."""
+    A (q-block, k-block) pair is skipped if no token pair passes, 'full' if all do (the kernel then skips the
+    mask function) and 'partial' otherwise. Documents are contiguous and windows count whole blocks, so the
+    k-blocks a q-block Q sees are one range [Q - n_any + 1, Q] whose full ones are [Q - n_full, Q - 1]; the
+    q-blocks that see a k-block K (for the backward) are likewise [K, K + n_any - 1] and [K + 1, K + n_full].
+    Counts and index lists are comparisons, sums and aranges: no sort, which inductor would unroll into a
+    huge kernel (17 MB of PTX for 128 blocks)."""
     B, T = docs.shape
     n = T // BLOCK
     blocks = docs.view(B, n, BLOCK)
-    first, last = blocks[..., 0], blocks[..., -1]  # (B, n)
-    qb = torch.arange(n, device=docs.device)[:, None]
-    kb = torch.arange(n, device=docs.device)[None, :]
-    distance = (qb - kb) * BLOCK  # token distance between the blocks' starts
-    any_pass = (kb <= qb) & (last[:, None, :] >= first[:, :, None]) & (distance - (BLOCK - 1) < window)
-    all_pass = (kb < qb) & (first[:, None, :] == last[:, :, None]) & (distance + (BLOCK - 1) < window)
-    partial = any_pass & ~all_pass
+    first, last = blocks[..., 0], blocks[..., -1]  # (B, n) document of each block's first and last token
+    rows, j = torch.arange(n, device=docs.device)[:, None], torch.arange(n, device=docs.device)  # (n, 1), (n,)
+    near = (j <= rows) & (rows - j < window_blocks)  # (n_q, n_k) causal and inside the window
+    any_pass = near & (last[:, None, :] >= first[:, :, None])  # (B, n_q, n_k)
+    all_pass = near & (j < rows) & (first[:, None, :] == last[:, :, None])
 
-    def ordered(blocks_pass):  # (B, n, n) bool -> counts (B, 1, n) and k-block indices, passing ones first
-        counts = blocks_pass.sum(-1, dtype=torch.int32)[:, None]
-        indices = torch.argsort(blocks_pass.to(torch.int8), dim=-1, descending=True, stable=True)
-        return counts, indices.to(torch.int32)[:, None]
-    return BlockMask.from_kv_blocks(*ordered(partial), *ordered(all_pass), BLOCK_SIZE=BLOCK,
-                                    mask_mod=make_mask_mod(docs, window))
+    def ordered(n_any, n_full, partial_start, full_start):
+        """Counts (B, n) and list starts (B, n, 1) -> partial and full counts (B, 1, n) and index lists
+        (B, 1, n, n) as BlockMask takes them; each row's own (diagonal) block leads its partial list."""
+        partial = torch.where(j == 0, rows, partial_start + j)
+        as_list = lambda idx: idx.clamp(0, n - 1).to(torch.int32)[:, None]
+        return ((n_any - n_full).to(torch.int32)[:, None], as_list(partial),
+                n_full.to(torch.int32)[:, None], as_list(full_start + j))
+    n_any, n_full = any_pass.sum(-1), all_pass.sum(-1)  # per q-block: partial = [Q - n_any + 1, Q - n_full - 1] + Q
+    kv = ordered(n_any, n_full, rows - n_any[..., None], rows - n_full[..., None])
+    m_any, m_full = any_pass.sum(-2), all_pass.sum(-2)  # per k-block: partial = K + [K + m_full + 1, K + m_any - 1]
+    qs = ordered(m_any, m_full, rows + m_full[..., None], (rows + 1).expand(B, n, 1))
+    return BlockMask((T, T), *kv, *qs, (BLOCK, BLOCK), make_mask_mod(docs, window_blocks))
 
 
 @functools.cache
@@ -489,7 +498,7 @@ def attention(q, k, v, mask, scale):
 
 
 def build_masks(idx, windows, flex=None):
-    """One mask per distinct window: {"L": mask, "S": mask}; windows = int tensor [long, short] in tokens.
+    """One mask per distinct window: {"L": mask, "S": mask}; windows = int tensor [long, short] in blocks.
     BlockMasks for FlexAttention on CUDA (flex=None), dense masks elsewhere."""
     docs = document_ids(idx)
     build = block_mask if (idx.is_cuda if flex is None else flex) else dense_mask
@@ -917,7 +926,7 @@ def rope_base_at(step, args):
 
 
 def apply_schedules(step, args, model, muon, adam):
-    """Set every step-dependent value for this step; -> window sizes in tokens as a tensor [long, short]."""
+    """Set every step-dependent value for this step; -> window sizes in blocks as a tensor [long, short]."""
     for opt in (muon, adam):
         for group in opt.param_groups:
             group["lr"] = group["initial_lr"] * lr_multiplier(step, args)
@@ -929,18 +938,19 @@ def apply_schedules(step, args, model, muon, adam):
 
 
 def window_tensor(step, args, device):
-    return to_device(np.array([blocks * BLOCK for blocks in window_blocks(step, args)]), device)
+    return to_device(np.array(window_blocks(step, args)), device)
 
 
 # -----------------------------------------------------------------------------
 # FLOPs and MFU
 
 
-def mean_keys_per_query(window, T):
-    """Average number of keys a query attends to under a causal sliding window (documents ignored)."""
-    if window >= T:
-        return (T + 1) / 2
-    return (window * (window + 1) / 2 + (T - window) * window) / T
+def mean_keys_per_query(window_blocks, T):
+    """Average number of keys a query attends to: its own block up to itself and window_blocks - 1 whole
+    blocks before it (documents ignored)."""
+    head = min(T, window_blocks * BLOCK)  # queries whose window reaches back to position 0
+    steady = (T - head) // BLOCK * (BLOCK * (BLOCK + 1) / 2 + (window_blocks - 1) * BLOCK * BLOCK)
+    return (head * (head + 1) / 2 + steady) / T
 
 
 def flops_per_token(args, step=None):
@@ -951,7 +961,7 @@ def flops_per_token(args, step=None):
     forward = 2 * D * args.vocab_size
     for layer in range(args.num_layers):
         if layer not in args.no_attn_layers:
-            keys = mean_keys_per_query(windows[args.window_pattern[layer % len(args.window_pattern)]] * BLOCK, T)
+            keys = mean_keys_per_query(windows[args.window_pattern[layer % len(args.window_pattern)]], T)
             forward += 2 * D * 4 * H * hd + 2 * 2 * H * hd * keys  # qkv + out projections, QK^T and AV
         if layer not in args.no_mlp_layers:
             forward += 2 * 2 * D * 4 * D
@@ -1242,7 +1252,7 @@ def run_loop(args, model, raw_model, muon, adam, stream, val_seqs, token_bytes, 
                 dist.all_reduce(loss_sum)
                 loss_sum /= world_size
                 dist.all_reduce(first_bad_step, op=dist.ReduceOp.MIN)
-            if first_bad_step.item() <= N:
+            if args.check_finite and first_bad_step.item() <= N:
                 raise FloatingPointError(f"loss is {loss.item()} (non-finite) at step {first_bad_step.item()}; "
                                          "lower the learning rates or check the data")
             synchronize()

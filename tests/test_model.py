@@ -17,19 +17,20 @@ def random_docs(B, T, seed, mean_len):
     return starts.cumsum(dim=1)
 
 
-@pytest.mark.parametrize("window", [1, 7, 128, 130, 1000])
+@pytest.mark.parametrize("window", [1, 2, 3])
 def test_mask_function_equals_brute_force(window):
-    docs = random_docs(2, 160, seed=window, mean_len=30)
-    dense = tg.dense_mask(docs, torch.tensor(window))
+    docs = random_docs(2, 300, seed=window, mean_len=30)  # 300 tokens: the last block is a partial one
+    dense = tg.dense_mask(docs, torch.tensor(window))[:, 0].tolist()
+    doc = docs.tolist()
     for b in range(2):
-        for q in range(160):
-            for k in range(160):
-                expected = k <= q and docs[b, q] == docs[b, k] and q - k < window
-                assert dense[b, 0, q, k].item() == expected
+        for q in range(300):
+            for k in range(300):
+                expected = k <= q and doc[b][q] == doc[b][k] and q // 128 - k // 128 < window
+                assert dense[b][q][k] == expected
 
 
 @pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")  # eager is the reference here
-@pytest.mark.parametrize("window", [1, 50, 128, 129, 200, 383, 384, 5000])
+@pytest.mark.parametrize("window", [1, 2, 3, 40])
 @pytest.mark.parametrize("mean_doc_len", [20, 150, 10_000])
 def test_flex_block_mask_equals_dense_path(window, mean_doc_len):
     B, H, T, hd = 2, 2, 384, 16
@@ -52,11 +53,13 @@ def block_sets(counts, indices):
     return listed
 
 
-@pytest.mark.parametrize("window", [1, 100, 128, 300, 5000])
-def test_block_classification_is_exact(window):
+@pytest.mark.parametrize("window", [1, 2, 3, 8])
+@pytest.mark.parametrize("mean_doc_len", [60, 150, 10_000])
+def test_block_classification_is_exact(window, mean_doc_len):
     """The CUDA kernel skips unlisted blocks and does not evaluate the mask on 'full' ones, so both must be
-    exact; the CPU reference evaluates the mask everywhere and cannot see such a mistake."""
-    docs = random_docs(2, 1024, seed=window, mean_len=150)
+    exact; the CPU reference evaluates the mask everywhere and cannot see such a mistake. The backward walks
+    the same blocks from the k side: its lists must be the transpose."""
+    docs = random_docs(2, 1024, seed=window + mean_doc_len, mean_len=mean_doc_len)
     mask = tg.block_mask(docs, torch.tensor(window))
     token_mask = tg.dense_mask(docs, torch.tensor(window))[:, 0].view(2, 8, 128, 8, 128)
     block_all, block_any = token_mask.all(dim=(2, 4)), token_mask.any(dim=(2, 4))
@@ -64,12 +67,14 @@ def test_block_classification_is_exact(window):
     partial = block_sets(mask.kv_num_blocks, mask.kv_indices)
     assert torch.equal(full, block_all)
     assert torch.equal(partial | full, block_any) and not (partial & full).any()
+    assert torch.equal(block_sets(mask.full_q_num_blocks, mask.full_q_indices), full.mT)
+    assert torch.equal(block_sets(mask.q_num_blocks, mask.q_indices), partial.mT)
 
 
 def test_block_mask_skips_blocks_outside_window_and_documents():
     docs = torch.zeros(1, 1024, dtype=torch.long)
     docs[0, 512:] = 1  # two documents of 4 blocks each
-    mask = tg.block_mask(docs, torch.tensor(256))
+    mask = tg.block_mask(docs, torch.tensor(3))  # 3 blocks: the own one and two before it
     blocks = mask.to_dense()[0, 0]  # (8, 8) which k-blocks each q-block visits
     for qb in range(8):
         visited = {kb for kb in range(8) if blocks[qb, kb]}
@@ -78,14 +83,14 @@ def test_block_mask_skips_blocks_outside_window_and_documents():
 
 @pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 def test_model_on_the_flex_path_equals_the_dense_path(monkeypatch):
-    args = tiny_args("--seq_len=256", "--window_pattern=SLL")
+    args = tiny_args("--seq_len=384", "--tokens_per_step=768", "--window_pattern=SLL")
     torch.manual_seed(0)
     model = tg.GPT(args)
     with torch.no_grad():  # wake the zero-initialised projections and head so every layer shapes the output
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
     idx = random_batch(args)[0, :, :-1]
-    windows = torch.tensor([256 + 64, 100])  # long: whole blocks plus a partial one; short: under one block
+    windows = torch.tensor([2, 1])  # long: two of the three blocks; short: only the own block
     with torch.no_grad():
         dense = model(idx, windows=windows)
         monkeypatch.setattr(tg, "build_masks", functools.partial(tg.build_masks, flex=True))  # the CUDA masks

@@ -1,0 +1,363 @@
+"""Virtual GPU: train_gpt.py's CUDA path, checked on a machine without a GPU.
+
+    python tools/virtual_gpu.py setup                         # .venv-cuda: a CUDA build of torch (~4.7 GB)
+    python tools/virtual_gpu.py check --preset=record --gpu=h100
+    python tools/virtual_gpu.py fake --preset=4090 --gpu=4090  # level 1 alone, seconds
+    python tools/virtual_gpu.py run --preset=4090 --gpu=4090   # levels 2 and 3, minutes
+Other --field=value arguments go to train_gpt.py; --steps=N sets the null-GPU run's length (default 3).
+
+Three levels, each catching what the one before cannot:
+1. fake step: one training step of train_gpt.py's own code on fake CUDA tensors (torch's FakeTensorMode):
+   autocast's CUDA dtypes, FlexAttention with the BlockMask, the FP8 head through torch._scaled_mm, backward,
+   Muon, fused Adam and the schedules, with every rule the meta kernels enforce (e.g. _scaled_mm's column-major
+   second operand). Reports the attention inputs' dtypes and the eager peak of live bytes.
+2. compile: train_gpt.py's own training loop under torch.compile with inductor, which writes the Triton kernels
+   for the GPU's compute capability and runs ptxas on them. A kernel that asks for more shared memory per block
+   than the GPU has fails the run, named. Reports graphs, Triton kernels and extern calls; the window schedule
+   and validation must add no graph beyond the training one and the validation one.
+3. null GPU: that run executes on a device whose memory is address space and whose kernels return at once
+   (tools/vgpu_stub.c, built with cc into .vgpu/): the caching allocator's peak and the kernel launches per
+   optimizer step are those of the real program; the values it computes are not (check_finite is off).
+It cannot tell speed, numerics, whether a kernel computes the right thing, or anything about NCCL.
+The GPUs' attributes (compute capability, SMs, shared memory, memory size) are in tools/vgpu_stub.c with sources.
+"""
+import contextlib
+import ctypes
+import glob
+import hashlib
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+import weakref
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.path.join(ROOT, ".vgpu")
+VENV = os.path.join(ROOT, ".venv-cuda")
+STUB = os.path.join(ROOT, "tools", "vgpu_stub.c")
+REQUIREMENTS = os.path.join(ROOT, "tools", "requirements-cuda.txt")
+GPUS = ("h100", "4090")
+REPORT_PREFIX = "vgpu-report: "
+
+# -----------------------------------------------------------------------------
+# Outer process (any Python, no torch): build the stand-in, then run the inner process in the CUDA venv
+
+
+def cuda_python():
+    """The interpreter of a CUDA build of torch: $VGPU_PYTHON, else .venv-cuda's; None if there is none."""
+    path = os.environ.get("VGPU_PYTHON") or os.path.join(VENV, "bin", "python")
+    return path if os.path.exists(path) else None
+
+
+def cuda_headers(python):
+    """cuda.h and driver_types.h of the CUDA version the torch build was made with (its nvidia-* wheels)."""
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    found = sorted(glob.glob(os.path.join(site, "nvidia", "*", "include", "cuda.h")) +
+                   glob.glob(os.path.join(site, "nvidia", "cuda_runtime", "include", "cuda.h")))
+    if not found:
+        raise SystemExit(f"virtual_gpu: no CUDA headers (nvidia/*/include/cuda.h) under {site}")
+    return os.path.dirname(found[-1])
+
+
+def build_stub(python):
+    """Compile tools/vgpu_stub.c into .vgpu/libcuda.so.1 (again when the source or headers change)."""
+    include = cuda_headers(python)
+    with open(STUB, "rb") as f:
+        key = hashlib.sha256(f.read() + include.encode()).hexdigest()[:16]
+    lib = os.path.join(BUILD, "libcuda.so.1")
+    stamp = os.path.join(BUILD, "stamp")
+    if os.path.exists(lib) and os.path.exists(stamp) and open(stamp).read() == key:
+        return lib
+    shim = os.path.join(BUILD, "shim", "crt")
+    os.makedirs(shim, exist_ok=True)
+    with open(os.path.join(shim, "host_defines.h"), "w") as f:  # what driver_types.h needs of the toolkit's
+        f.write("#define __device_builtin__\n#define CUDARTAPI\n#define __host__\n"
+                "#define __align__(n) __attribute__((aligned(n)))\n"
+                "#define __builtin_align__(n) __attribute__((aligned(n)))\n")
+    cc = os.environ.get("CC", "cc")
+    cmd = [cc, "-O2", "-shared", "-fPIC", "-Wall", "-Werror", f"-I{os.path.dirname(shim)}", f"-I{include}",
+           "-Wl,-soname,libcuda.so.1", "-o", lib + ".tmp", STUB, "-ldl", "-lpthread"]
+    subprocess.run(cmd, check=True)
+    os.replace(lib + ".tmp", lib)
+    with contextlib.suppress(FileExistsError):
+        os.symlink("libcuda.so.1", os.path.join(BUILD, "libcuda.so"))  # Triton links its launcher with -lcuda
+    with open(stamp, "w") as f:
+        f.write(key)
+    return lib
+
+
+def write_ptxas_wrapper():
+    """.vgpu/ptxas: Triton's ptxas through this file's `ptxas` command, which logs each run's peak memory."""
+    path = os.path.join(BUILD, "ptxas")
+    with open(path + ".tmp", "w") as f:
+        f.write(f'#!/bin/sh\nexec "{sys.executable}" "{os.path.abspath(__file__)}" ptxas "$@"\n')
+    os.chmod(path + ".tmp", 0o755)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def ptxas(argv):
+    """Run the real ptxas ($VGPU_REAL_PTXAS) and append 'peak_kib seconds kernel' to $VGPU_PTXAS_LOG."""
+    start = time.perf_counter()
+    code = subprocess.run([os.environ["VGPU_REAL_PTXAS"], *argv]).returncode
+    ptx = next((a for a in argv if a.endswith(".ptx")), None)
+    kernel = "?"
+    if ptx and os.path.exists(ptx):
+        found = re.search(r"\.entry (\w+)", open(ptx).read())
+        kernel = found[1] if found else kernel
+    with open(os.environ["VGPU_PTXAS_LOG"], "a") as f:
+        f.write(f"{resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss} {time.perf_counter() - start:.2f} {kernel}\n")
+    return code
+
+
+def setup():
+    """Create .venv-cuda with the CUDA build of torch pinned in tools/requirements-cuda.txt, then build."""
+    if not os.path.exists(os.path.join(VENV, "bin", "python")):
+        subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
+    subprocess.run([os.path.join(VENV, "bin", "python"), "-m", "pip", "install", "-q", "-r", REQUIREMENTS], check=True)
+    print(f"virtual_gpu: stand-in built at {build_stub(os.path.join(VENV, 'bin', 'python'))}")
+
+
+def main(argv):
+    if argv[:1] == ["ptxas"]:
+        return ptxas(argv[1:])
+    if not argv or argv[0] not in ("setup", "check", "fake", "run"):
+        raise SystemExit(__doc__)
+    if argv[0] == "setup":
+        return setup()
+    python = cuda_python()
+    if python is None:
+        raise SystemExit("virtual_gpu: no CUDA build of torch; run `python tools/virtual_gpu.py setup` "
+                         "(or set VGPU_PYTHON to a Python that has one)")
+    lib = build_stub(python)
+    gpu = next((a.split("=", 1)[1] for a in argv if a.startswith("--gpu=")), "h100")
+    if gpu not in GPUS:
+        raise SystemExit(f"virtual_gpu: --gpu={gpu!r} is not one of {', '.join(GPUS)}")
+    env = dict(os.environ, LD_PRELOAD=lib, LD_LIBRARY_PATH=os.pathsep.join([BUILD, os.environ.get("LD_LIBRARY_PATH", "")]),
+               VGPU_GPU=gpu, TRITON_LIBCUDA_PATH=BUILD, VGPU_INNER="1", VGPU_PTXAS_WRAPPER=write_ptxas_wrapper())
+    with tempfile.TemporaryDirectory(prefix="vgpu-cache-") as cache:
+        cache = os.environ.get("VGPU_CACHE", cache)  # a cold cache by default: compile times as on a first run
+        env.update(TORCHINDUCTOR_CACHE_DIR=cache, TRITON_CACHE_DIR=os.path.join(cache, "triton"))
+        return subprocess.run([python, os.path.abspath(__file__), *argv], env=env).returncode
+
+
+# -----------------------------------------------------------------------------
+# Inner process: torch with the stand-in loaded (LD_PRELOAD), so torch sees one GPU of the chosen kind
+
+
+def counters():
+    """Launches and the largest shared-memory request, from the stand-in library."""
+    out, name = (ctypes.c_longlong * 5)(), ctypes.create_string_buffer(256)
+    ctypes.CDLL("libcuda.so.1").vgpu_counters(out, name, 256)
+    return dict(aten=out[0], triton=out[1], blas=out[2], copies=out[3], max_shared=out[4],
+                max_shared_kernel=name.value.decode())
+
+
+def fake_step(tg, argv):
+    """Level 1: one training step of train_gpt.py's code on fake CUDA tensors; -> report dict."""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.nn.attention.flex_attention import BlockMask, flex_attention
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    args = tg.parse_args(argv)
+    device = torch.device("cuda")
+    seen = []  # (q, k, v dtypes, mask kind) of every attention call
+    attention = tg.attention
+
+    def watched_attention(q, k, v, mask, scale):
+        seen.append(([str(t.dtype) for t in (q, k, v)], type(mask).__name__))
+        return attention(q, k, v, mask, scale)
+    tg.attention = watched_attention
+    tg.compiled_flex_attention = lambda: flex_attention  # eager flex on fake tensors: its fake kernel, no compile
+
+    class LiveBytes(TorchDispatchMode):
+        """Live bytes of CUDA storages: + when an op creates one, - when its last tensor dies; peak kept."""
+        supports_higher_order_operators = True  # flex_attention is a higher-order op
+
+        def __init__(self):
+            super().__init__()
+            self.live, self.peak, self.refs = 0, 0, {}
+
+        def track(self, t):
+            if not isinstance(t, torch.Tensor) or t.device.type != "cuda":
+                return
+            key = t.untyped_storage()._cdata
+            if key not in self.refs:
+                self.refs[key] = [0, t.untyped_storage().nbytes()]
+                self.live += self.refs[key][1]
+                self.peak = max(self.peak, self.live)
+            self.refs[key][0] += 1
+            weakref.finalize(t, self.release, key)
+
+        def release(self, key):
+            entry = self.refs[key]
+            entry[0] -= 1
+            if entry[0] == 0:
+                self.live -= entry[1]
+                del self.refs[key]
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in torch.utils._pytree.tree_leaves(out):
+                self.track(t)
+            return out
+
+    with torch.device("meta"):
+        model = tg.GPT(args)
+    start = time.perf_counter()
+    fake = FakeTensorMode(allow_non_fake_inputs=True)
+    with fake:
+        model = model.to_empty(device=device)
+        model.use_fp8 = tg.use_fp8_head(args.fp8_head, device)
+        muon, adam = tg.build_optimizers(model, args)
+        accum = tg.grad_accum_steps(args.tokens_per_step, 1, args.micro_batch_seqs * args.seq_len)
+        batch = torch.zeros(1, args.micro_batch_seqs, args.seq_len + 1, dtype=torch.long, device=device)
+    windows = tg.apply_schedules(0, args, model, muon, adam)  # outside: pinned host memory is not fakeable
+    with fake, LiveBytes() as live:
+        for t in [*model.parameters(), *model.buffers()]:
+            live.track(t)
+        loss = tg.train_step(model, model, batch, windows, muon, adam, 1, check_grads=True)
+        assert loss.device.type == "cuda"
+    bf16 = all(dtypes == ["torch.bfloat16"] * 3 and kind == BlockMask.__name__ for dtypes, kind in seen)
+    return dict(level="fake", attention_calls=len(seen), attention_inputs=seen[0] if seen else None,
+                attention_bf16_blockmask=bf16, fp8_head=model.use_fp8, micro_batches_per_step=accum,
+                eager_peak_gib=live.peak / 2**30, seconds=time.perf_counter() - start)
+
+
+def synthetic_shards(tg, folder, args, steps):
+    """Random GPT-2 tokens with a document start every ~700 tokens: enough for `steps` steps and one val seq."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    for name, n in (("vgpu_train_000001.bin", steps * args.tokens_per_step + 4 * args.seq_len),
+                    ("vgpu_val_000000.bin", args.val_seq_len + 1)):
+        tokens = rng.integers(0, tg.EOT, n)
+        tokens[rng.random(n) < 1 / 700] = tg.EOT
+        tg.write_shard(os.path.join(folder, name), tokens)
+    return [f"--train_files={folder}/vgpu_train_*.bin", f"--val_files={folder}/vgpu_val_*.bin",
+            f"--val_tokens={args.val_seq_len}"]
+
+
+def generated_code():
+    """(graphs, Triton kernels, extern kernel calls) in the modules inductor wrote this run."""
+    from torch._inductor.codecache import PyCodeCache
+    modules = list(PyCodeCache.modules)
+    sources = [open(m.__file__).read() for m in modules if getattr(m, "__file__", None)]
+    graphs = [s for s in sources if "def call(" in s]
+    return (len(graphs), sum(s.count("async_compile.triton(") for s in graphs),
+            sum(len(re.findall(r"\bextern_kernels\.\w+\(", s)) for s in graphs))
+
+
+def null_gpu_run(tg, argv, steps):
+    """Levels 2 and 3: train_gpt.py's own run (compile, warmup, steps, validation) on the null GPU."""
+    import torch
+    import torch._dynamo
+    import torch._inductor.config as inductor_config
+    from torch._dynamo.utils import counters as dynamo_counters
+
+    args = tg.parse_args(argv)
+    per_step = []  # launches of each optimizer step
+    train_step = tg.train_step
+
+    def watched_step(*a, **k):
+        before = counters()
+        loss = train_step(*a, **k)
+        after = counters()
+        per_step.append({key: after[key] - before[key] for key in ("aten", "triton", "blas")})
+        return loss
+    tg.train_step = watched_step
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as work:
+        run = [*argv, *synthetic_shards(tg, work, args, steps), f"--num_iterations={steps}",
+               f"--val_loss_every={steps}", "--train_log_every=1", "--warmup_steps=1", "--save_checkpoint=false",
+               "--check_finite=false", "--run_id=vgpu"]
+        cwd = os.getcwd()
+        os.chdir(work)
+        try:
+            tg.main(run)
+        finally:
+            os.chdir(cwd)
+        log = open(os.path.join(work, "logs", "vgpu.txt")).read()
+    warmup = re.search(r"^warmup: .* took ([\d.]+)s", log, re.M)
+    graphs, triton_kernels, extern_calls = generated_code()
+    stub = counters()
+    return dict(level="run", steps=steps, seconds=time.perf_counter() - start,
+                compile_seconds=float(warmup[1]) if warmup else None,
+                dynamo_graphs=dynamo_counters["stats"]["unique_graphs"], expected_graphs=2,
+                inductor_graphs=graphs,
+                triton_kernels=triton_kernels, extern_calls=extern_calls,
+                max_shared_bytes=stub["max_shared"], max_shared_kernel=stub["max_shared_kernel"],
+                launches_per_step=per_step[-1] if per_step else None,
+                peak_allocated_gib=torch.cuda.max_memory_allocated() / 2**30,
+                peak_reserved_gib=torch.cuda.max_memory_reserved() / 2**30,
+                fp8_head="fp8_head: True" in log)
+
+
+def load_train_gpt(path):
+    """Import the train_gpt.py to check (the repository's, or a changed copy given with --train_gpt=PATH)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("train_gpt", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["train_gpt"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def failures(report):
+    """The checks a report must pass: -> list of one-line reasons."""
+    bad = []
+    if report["level"] == "fake" and not report["attention_bf16_blockmask"]:
+        bad.append(f"attention inputs {report['attention_inputs']}: FlexAttention must get bf16 q, k, v and a BlockMask")
+    if report["level"] == "run":
+        if report["dynamo_graphs"] != report["expected_graphs"]:
+            bad.append(f"{report['dynamo_graphs']} graphs, expected {report['expected_graphs']} (training and"
+                       " validation): something recompiles as the schedules move")
+        if report["ptxas_peak_gib"] > 2:
+            bad.append(f"ptxas needed {report['ptxas_peak_gib']:.1f} GiB for {report['ptxas_peak_kernel']} (limit 2)")
+        if (report["compile_seconds"] or 0) > 300:
+            bad.append(f"compiling took {report['compile_seconds']:.0f} s (limit 300)")
+    return bad
+
+
+def inner(argv):
+    command, rest = argv[0], argv[1:]
+    options = dict(a[2:].split("=", 1) for a in rest if a.startswith(("--gpu=", "--steps=", "--train_gpt=")))
+    train_args = [a for a in rest if not a.startswith(("--gpu=", "--steps=", "--train_gpt="))]
+    import torch
+    import triton
+    warnings.filterwarnings("ignore", "flex_attention called without torch.compile")  # fake step: on purpose
+    log = os.path.join(tempfile.mkdtemp(prefix="vgpu-ptxas-"), "ptxas.log")
+    os.environ.update(VGPU_PTXAS_LOG=log, TRITON_PTXAS_PATH=os.environ["VGPU_PTXAS_WRAPPER"],
+                      VGPU_REAL_PTXAS=os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas"))
+    tg = load_train_gpt(options.get("train_gpt", os.path.join(ROOT, "train_gpt.py")))
+    props = torch.cuda.get_device_properties(0)
+    header = dict(gpu=props.name, capability=f"{props.major}.{props.minor}", torch=torch.__version__,
+                  train_args=train_args)
+    reports = []
+    if command in ("fake", "check"):
+        reports.append(fake_step(tg, train_args))
+    if command in ("run", "check"):
+        report = null_gpu_run(tg, train_args, int(options.get("steps", 3)))
+        runs = [line.split() for line in open(log)] if os.path.exists(log) else []
+        peak = max(runs, key=lambda r: int(r[0]), default=["0", "0", "-"])
+        report.update(ptxas_runs=len(runs), ptxas_peak_gib=int(peak[0]) / 2**20, ptxas_peak_kernel=peak[2],
+                      ptxas_max_seconds=max((float(r[1]) for r in runs), default=0.0))
+        reports.append(report)
+    bad = []
+    for report in reports:
+        report = {**header, **report}
+        print(REPORT_PREFIX + json.dumps(report), flush=True)
+        bad += failures(report)
+    for reason in bad:
+        print(f"vgpu: FAIL {reason}", flush=True)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(inner(sys.argv[1:]) if os.environ.get("VGPU_INNER") else main(sys.argv[1:]))
