@@ -1,6 +1,8 @@
 """Compare training logs written by train_gpt.py (logs/<run_id>.txt), and keep the records leaderboard.
 
     python compare.py LOG... [--plot out.png]     table of runs (+ val loss vs time and vs tokens)
+    python compare.py LOG... --reference          with the 2025-08-23 record's curve and each run's distance to it
+                                                  (the default for logs of --preset=record)
     python compare.py --leaderboard [--records DIR]   records/*/ as a markdown table, also written into
                                                       records/README.md between the leaderboard markers
 
@@ -30,6 +32,14 @@ HEADER_KEYS = ("run_id", "command", "world_size", "device", "versions", "hyperpa
 STEP_RE = re.compile(r"^step:(\d+)/(\d+)(?=\s|$)(.*)$")
 MEM_RE = re.compile(r"^peak memory (?:allocated|consumption): (\d+) MiB(?: reserved: (\d+) MiB)?")  # new, old
 WARMUP_RE = re.compile(r"^warmup: .* took ([\d.]+)s$")  # torch.compile's untimed warmup steps
+
+# The record --preset=record reproduces: modded-nanogpt track 1, 2025-08-23 (SparseAttnGate), one of its 14 runs
+# (log 020630eb in ../shared/reference, MIT): (step, val loss, train_time ms) on 8xH100, 393,216 tokens a step.
+RECORD_CURVE = [(0, 10.8258, 0), (125, 4.6029, 11781), (250, 4.0788, 23571), (375, 3.8792, 35392),
+                (500, 3.7326, 47422), (625, 3.6468, 59523), (750, 3.5854, 72652), (875, 3.5355, 85664),
+                (1000, 3.4893, 98396), (1125, 3.4387, 110911), (1250, 3.3926, 123554), (1375, 3.3538, 136200),
+                (1500, 3.3189, 148955), (1625, 3.2901, 161726), (1695, 3.2772, 168938)]
+RECORD_TOKENS_PER_STEP = 393_216
 
 ValPoint = namedtuple("ValPoint", "step train_time_ms tokens val_loss val_bpb")
 TrainPoint = namedtuple("TrainPoint", "step train_time_ms tokens train_loss tok_s mfu")
@@ -110,6 +120,14 @@ def parse_log(path):
     return run
 
 
+def record_loss_at(step):
+    """The record's val loss at `step`, linear between its val points (None past its last step)."""
+    for (s0, l0, _), (s1, l1, _) in zip(RECORD_CURVE, RECORD_CURVE[1:]):
+        if s0 <= step <= s1:
+            return l0 + (l1 - l0) * (step - s0) / (s1 - s0)
+    return None
+
+
 def summarize(run):
     """The numbers of a run's table row (None where unknown)."""
     last_val = run["val"][-1] if run["val"] else None
@@ -119,7 +137,9 @@ def summarize(run):
     if tok_s is None and last.tokens and time_ms:
         tok_s = last.tokens / (time_ms / 1000)
     mfu = next((p.mfu for p in reversed(run["train"]) if p.mfu is not None), None)
+    delta = last_val and last_val.val_loss is not None and record_loss_at(last_val.step)
     return dict(run=run["run_id"], last_step=last.step, total_steps=run["total_steps"], tokens=last.tokens,
+                delta_record=last_val.val_loss - delta if delta else None,
                 val_loss=last_val and last_val.val_loss, val_bpb=last_val and last_val.val_bpb,
                 train_time_s=None if time_ms is None else time_ms / 1000,
                 step_avg_ms=time_ms / last.step if time_ms is not None and last.step else None, tok_s=tok_s,
@@ -140,23 +160,25 @@ def fmt(value, spec):
     return "?" if value is None else format(value, spec)
 
 
-def table(runs):
-    """tok/s and mfu are the last train line's (the latest interval); step_avg covers the whole run."""
+def table(runs, reference=False):
+    """tok/s and mfu are the last train line's (the latest interval); step_avg covers the whole run. With the
+    reference: the last val loss minus the record's at the same step (negative = ahead of the record)."""
     head = ["run", "steps", "tokens", "val_loss", "val_bpb", "train_time_s", "step_avg_ms", "tok/s", "mfu_%",
-            "compile_s", "peak_mem_MiB"]
+            "compile_s", "peak_mem_MiB"] + ["Δ_vs_record"] * reference
     body = []
     for s in map(summarize, runs):
         body.append([s["run"], f"{s['last_step']}/{s['total_steps']}", human(s["tokens"]), fmt(s["val_loss"], ".4f"),
                      fmt(s["val_bpb"], ".4f"), fmt(s["train_time_s"], ".1f"), fmt(s["step_avg_ms"], ".1f"),
                      fmt(s["tok_s"], ",.0f"), fmt(s["mfu"], ".1f"), fmt(s["compile_s"], ".1f"),
-                     fmt(s["peak_mem"], "d")])
+                     fmt(s["peak_mem"], "d")] + [fmt(s["delta_record"], "+.4f")] * reference)
     widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
     just = lambda row: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
     return "\n".join([just(head), "  ".join("-" * w for w in widths)] + [just(r) for r in body])
 
 
-def build_figure(runs):
-    """Figure with val loss vs train time (s) and vs training tokens; the target line has gid 'target'."""
+def build_figure(runs, reference=False):
+    """Figure with val loss vs train time (s) and vs training tokens; the target line has gid 'target', the
+    record's curve (reference=True) gid 'reference'."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # headless, and no pyplot global state
     from matplotlib.figure import Figure
     fig = Figure(figsize=(13, 5))
@@ -171,6 +193,13 @@ def build_figure(runs):
         counted = [p for p in pts if p.tokens is not None]
         if counted:  # no tokens known (old logs): no curve on the tokens panel
             ax_n.plot([p.tokens for p in counted], [p.val_loss for p in counted], marker=".", label=run["run_id"])
+    if reference:
+        label = "record 2025-08-23 (8xH100)"
+        for ax, xs in ((ax_t, [ms / 1000 for _, _, ms in RECORD_CURVE]),
+                       (ax_n, [s * RECORD_TOKENS_PER_STEP for s, _, _ in RECORD_CURVE])):
+            ax.plot(xs, [loss for _, loss, _ in RECORD_CURVE], color="black", linestyle=":", marker="x",
+                    gid="reference", label=label)
+        losses += [loss for step, loss, _ in RECORD_CURVE if step > 0]
     for ax, xlabel in ((ax_t, "train time (s)"), (ax_n, "training tokens")):
         has_curves = bool(ax.lines)
         if losses:  # y range from val points after step 0, so the step-0 loss (~10.8) does not flatten the curves
@@ -246,6 +275,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("logs", nargs="*", help="log files (logs/<run_id>.txt)")
     ap.add_argument("--plot", metavar="OUT.png", help="save val loss vs time / vs tokens to this file")
+    ap.add_argument("--reference", action=argparse.BooleanOptionalAction, default=None,
+                    help="the 2025-08-23 record's curve and Δ column (default: on when every log is --preset=record)")
     ap.add_argument("--leaderboard", action="store_true", help="print and write the records leaderboard")
     ap.add_argument("--records", default=str(Path(__file__).resolve().parent / "records"), help="records folder")
     args = ap.parse_args(argv)
@@ -253,10 +284,13 @@ def main(argv=None):
         ap.error("give log files and/or --leaderboard")
     try:
         runs = [parse_log(p) for p in args.logs]
+        reference = args.reference
+        if reference is None:
+            reference = bool(runs) and all(r["hyperparameters"].get("preset") == "record" for r in runs)
         if runs:
-            print(table(runs))
+            print(table(runs, reference))
         if runs and args.plot:
-            build_figure(runs).savefig(args.plot, dpi=120)
+            build_figure(runs, reference).savefig(args.plot, dpi=120)
             print(f"plot: {args.plot}")
         if args.leaderboard:
             if not Path(args.records).is_dir():

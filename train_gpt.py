@@ -6,7 +6,10 @@ train_gpt.py: train a GPT-2-class model from scratch on FineWeb as fast as possi
     torchrun --standalone --nproc_per_node=8 train_gpt.py --preset=record --seed=1
     python train_gpt.py --sample=logs/<run_id>/final.pt --prompt="The capital of France is"
 
-Any Hyperparameters field can be set as --field=value. Each trick below is one flag (default = the record setting):
+Any Hyperparameters field can be set as --field=value. The defaults (--preset=record) are exactly the math of
+modded-nanogpt's track-1 record of 2025-08-23 (3.2787 mean val loss at step 1695 on 8xH100), on any number of
+GPUs. Each trick is one flag; the first group is that record's (on by default), the second came in later records
+(off by default; the presets smear, polar, backout, bigram and stack turn them on):
     rope_fraction      partial RoPE: rotary on this fraction of each head's dims, the rest position-free
     qk_norm            RMS-normalise queries and keys; attention scale is attn_scale
     mlp_act            "relu2" (ReLU squared) or "gelu" in the 4x MLP
@@ -14,15 +17,16 @@ Any Hyperparameters field can be set as --field=value. Each trick below is one f
     unet_skips         encoder half's outputs added to the mirrored decoder layers with learned weights
     x0_skip            each block mixes in the normalised embedding: x = a*x + b*x0, a and b learned per layer
     value_embeds       N extra embedding tables mixed into the values of the first N and last N layers
-    smear_gate         each position adds a gated fraction of the previous token's embedding
-    bigram_embed       hashed (previous token, token) embedding of vocab*N rows added before every block
     attn_gate          per-head sigmoid gate on the attention output, computed from a few input channels
-    backout            subtract a learned fraction of the residual after 2/3 of the layers before the head
     logit_softcap      soft-cap on logits, softcap_form "tanh" (c*tanh(z/c)) or "sigmoid" (c*sigmoid(4z/c))
     fp8_head           lm_head in FP8 through torch._scaled_mm ("auto": on for compute capability >= 8.9)
     no_attn_layers     layers without attention (no_mlp_layers: without MLP)
     window_pattern     sliding-window size per layer: S(hort) or L(ong), tiled over the layers
     norm_after_embed   RMSNorm right after the token embedding
+    smear_gate         each position adds a gated fraction of the previous token's embedding (record 2025-09-18)
+    muon_ortho         "polar": Polar Express instead of Newton-Schulz in Muon (record 2025-09-29)
+    backout            subtract a learned fraction of the residual after 2/3 of the layers (record 2025-10-04)
+    bigram_embed       hashed (previous token, token) table of vocab*N rows added before every block (2026-01-19)
 Attention is FlexAttention on CUDA (causal AND same document AND inside the window), the same mask as a dense
 boolean mask on CPU. Hidden matrices train with Muon, embeddings/head/scalars with Adam.
 """
@@ -60,12 +64,12 @@ class Hyperparameters:
     train_files: str = "data/fineweb10B/fineweb_train_*.bin"
     val_files: str = "data/fineweb10B/fineweb_val_*.bin"
     val_tokens: int = 10_485_760  # fixed val set, the same for every world size (modded-nanogpt)
-    val_seq_len: int = 64 * 1024  # val sequence length; val_tokens must be a multiple (160 sequences)
+    val_seq_len: int = 4 * 64 * 1024  # val sequence length (record 2025-08-23); val_tokens must be a multiple
     tokens_per_step: int = 8 * 48 * 1024  # global batch; record 2025-08-23: 393,216 = 8 GPUs x 48K
     batch_schedule: str = ""  # "STEP:TOKENS,...": tokens_per_step from each STEP on ("" = constant)
     seq_len: int = 48 * 1024  # tokens per sequence; documents inside are separated by the attention mask
     micro_batch_seqs: int = 1  # sequences per forward pass per process; accumulation makes up the rest
-    align_to_doc: bool = False  # start every sequence at a document start (EOT); skips the rest of long documents
+    align_to_doc: bool = True  # start every sequence at a document start (EOT), as record 2025-08-23 does
     seed: int = 0  # init, and the shard order of every epoch after the first
     # model: GPT-2 124M
     vocab_size: int = 50304  # 50257 padded to a multiple of 128
@@ -83,10 +87,10 @@ class Hyperparameters:
     unet_skips: bool = True
     x0_skip: bool = True
     value_embeds: int = 3  # record 2025-08-23: 3 tables on layers 0-2 and 9-11
-    smear_gate: bool = True
-    bigram_embed: int = 5  # rows = vocab * this; 0 = off (nanochat PR #747)
+    smear_gate: bool = False
+    bigram_embed: int = 0  # rows = vocab * this; 0 = off (nanochat PR #747)
     attn_gate: bool = True
-    backout: bool = True
+    backout: bool = False
     logit_softcap: float = 30.0  # 0 = off; record 2025-08-23: 30*sigmoid(z/7.5)
     softcap_form: str = "sigmoid"  # tanh | sigmoid
     fp8_head: str = "auto"  # auto | on | off
@@ -108,11 +112,13 @@ class Hyperparameters:
     normuon: bool = False  # per-row second-moment normalisation of the update (NorMuon)
     muon_weight_decay: float = 0.0
     cautious_wd: bool = False  # decay only where the update and the weight have the same sign
-    embed_lr: float = 0.6  # Adam lrs from the one-4090 script / modded-nanogpt 2024-11 records
+    embed_lr: float = 0.6  # Adam lrs of record 2025-08-23: 0.008 x 75 for embeddings, x 1 head, x 5 scalars
     head_lr: float = 0.008
     scalar_lr: float = 0.04
     adam_betas: tuple[float, ...] = (0.8, 0.95)  # record 2025-08-23
     adam_eps: float = 1e-10  # record 2025-08-23
+    bigram_betas: tuple[float, ...] = (0.75, 0.95)  # the bigram table's Adam (record 2026-01-19; lr is embed_lr)
+    bigram_weight_decay: float = 0.025  # cautious, times lr**2 (record 2026-01-19: 0.005 x wd_mul 5)
     # schedule
     num_iterations: int = 1695  # record 2025-08-23
     cooldown_frac: float = 0.45  # record 2025-08-23: flat, then linear cooldown over the last 45%
@@ -141,14 +147,32 @@ class Hyperparameters:
     preset: str = ""
 
 
+# The later records' tricks, each on top of record 2025-08-23, with what the record that brought it claims for it
+# (claims of those records on 8xH100, none measured here).
+LATER_TRICKS = {
+    # record 2025-09-18: the previous token's embedding through a gate; 15 fewer steps (about 5 at equal loss,
+    # its README says). Unlike it, nothing is smeared across a document start.
+    "smear": dict(smear_gate=True),
+    # record 2025-09-29: Polar Express coefficients and Muon lr 0.06; 10 fewer steps
+    "polar": dict(muon_ortho="polar", muon_lr=0.06),
+    # record 2025-10-04: subtract 0.5 (learned) of the residual after 8 of 12 layers; no claim of its own
+    "backout": dict(backout=True),
+    # record 2026-01-19: a 5 x 50304-row table of hashed token pairs (Adam betas 0.75/0.95, lr 0.6, cautious
+    # weight decay 0.025 lr^2, per-layer weights from 0.1); 5.1 s and, with its other changes, 165 fewer steps.
+    # Unlike it, a document start hashes to the 'no previous token' row.
+    "bigram": dict(bigram_embed=5),
+}
+
 PRESETS = {
     "record": {},  # the defaults: 8xH100, or fewer GPUs through gradient accumulation
+    **LATER_TRICKS,
+    "stack": {name: value for trick in LATER_TRICKS.values() for name, value in trick.items()},  # all of them
     # one 24 GB card: same recipe, shorter sequences (more accumulation steps) so activations fit
     "4090": dict(seq_len=16 * 1024, val_seq_len=16 * 1024),
     # the ~350M model of the 2.92 track; step count is a starting point, not yet tuned here
     "medium": dict(num_layers=16, model_dim=1024, num_heads=8, no_attn_layers=(), num_iterations=5000),
     # a tiny model that trains on CPU in seconds (smoke runs, tests)
-    "cpu": dict(num_layers=4, model_dim=128, num_heads=2, head_dim=64, value_embeds=1, bigram_embed=1,
+    "cpu": dict(num_layers=4, model_dim=128, num_heads=2, head_dim=64, value_embeds=1,
                 no_attn_layers=(), window_pattern="SL", window_blocks_end=2, seq_len=256, micro_batch_seqs=2,
                 tokens_per_step=1024, val_tokens=16384, val_seq_len=256, num_iterations=60, cooldown_frac=0.3,
                 muon_momentum_warmup_steps=20, val_loss_every=20,
@@ -383,6 +407,9 @@ class TokenStream:
         """This rank's micro-batches for one optimizer step: an int64 array (accum, micro_batch_seqs, seq_len+1)."""
         accum = grad_accum_steps(tokens_per_step, self.world_size, self.micro_batch_seqs * self.seq_len)
         per_rank = accum * self.micro_batch_seqs
+        reserve = tokens_per_step * (2 if self.align_to_doc else 1)  # record 2025-08-23: a step whose tokens
+        if self.pos + reserve + 1 >= len(self.tokens):  # might not fit (twice over when aligned) starts the next shard
+            self._next_shard()
         sequences = [self._next_sequence() for _ in range(per_rank * self.world_size)]
         mine = sequences[self.rank * per_rank:(self.rank + 1) * per_rank]
         return np.stack(mine).astype(np.int64).reshape(accum, self.micro_batch_seqs, self.seq_len + 1)
@@ -512,8 +539,8 @@ def build_masks(idx, windows, flex=None):
 class FP8Matmul(torch.autograd.Function):
     """x @ w.T in FP8 via torch._scaled_mm with static scales: x and w in e4m3, the output gradient in e5m2.
 
-    The scales map each operand's expected range onto the format's (e4m3 max 448); the gradient scale is per
-    token, because a mean loss makes each token's logit gradient at most 1/N (modded-nanogpt's FP8 head)."""
+    The scales map each operand's expected range onto the format's (e4m3 max 448, e5m2 57344): grad_scale is
+    the largest logit gradient the loss can make over 448 (modded-nanogpt's FP8 head)."""
 
     @staticmethod
     def forward(ctx, x, w, x_scale, w_scale, grad_scale):
@@ -529,7 +556,7 @@ class FP8Matmul(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x_f8, w_f8, scale_x, scale_w = ctx.saved_tensors
-        grad_scale = ctx.grad_scale / grad.size(0)
+        grad_scale = ctx.grad_scale
         grad_f8 = (grad / grad_scale).to(torch.float8_e5m2)
         scale_g = grad.new_full((), grad_scale, dtype=torch.float32)
         grad_x = torch._scaled_mm(grad_f8, w_f8.T.contiguous().T, scale_a=scale_g, scale_b=scale_w,
@@ -554,60 +581,69 @@ def norm(x):
     return F.rms_norm(x, (x.size(-1),))  # no learned gain
 
 
+def init_weight(weight, fan_in, zero_init=False):
+    """Uniform with std 0.5/sqrt(fan_in) (modded-nanogpt's CastedLinear), or zeros."""
+    bound = 0.5 * (3 / fan_in) ** 0.5
+    return nn.init.zeros_(weight) if zero_init else nn.init.uniform_(weight, -bound, bound)
+
+
 def linear(in_features, out_features, zero_init=False):
     layer = nn.Linear(in_features, out_features, bias=False)
-    bound = 0.5 * (3 / in_features) ** 0.5  # uniform with std 0.5/sqrt(in) (modded-nanogpt CastedLinear)
-    nn.init.zeros_(layer.weight) if zero_init else nn.init.uniform_(layer.weight, -bound, bound)
+    init_weight(layer.weight, in_features, zero_init)
     return layer
 
 
 class Rotary(nn.Module):
-    """Partial RoPE: rotates the first rope_fraction of each head's dims; the rest carry no position."""
+    """Partial RoPE as record 2025-08-23 has it: head dims i and i + head_dim/2 form a pair; the first
+    rope_fraction of the pairs turn at frequencies from 1 down to 1/rope_base (log-spaced, both ends included),
+    the other pairs do not turn and carry no position."""
 
     def __init__(self, head_dim, fraction, base):
         super().__init__()
-        self.rot_dim = int(head_dim * fraction) // 2 * 2
-        self.register_buffer("inv_freq", torch.empty(self.rot_dim // 2), persistent=False)
+        self.turning = round(head_dim // 2 * fraction)
+        self.register_buffer("inv_freq", torch.zeros(head_dim // 2), persistent=False)
         self.set_base(base)
 
     def set_base(self, base):
-        exponents = torch.arange(0, self.rot_dim, 2, dtype=torch.float32, device=self.inv_freq.device)
-        exponents = exponents / max(self.rot_dim, 1)
-        self.inv_freq.copy_(base ** -exponents)
+        steps = torch.linspace(0, 1, self.turning, dtype=torch.float32, device=self.inv_freq.device)
+        self.inv_freq[:self.turning] = (1 / base) ** steps
 
     def forward(self, T, device):
         angles = torch.outer(torch.arange(T, device=device, dtype=torch.float32), self.inv_freq)
-        return angles.cos()[None, :, None, :], angles.sin()[None, :, None, :]  # (1, T, 1, rot_dim/2)
+        return angles.cos()[None, :, None, :], angles.sin()[None, :, None, :]  # (1, T, 1, head_dim/2)
 
 
 def apply_rotary(x, cos, sin):
-    rot_dim = cos.size(-1) * 2
-    x1, x2 = x[..., :rot_dim].float().chunk(2, dim=-1)
-    rotated = torch.cat([x1 * cos + x2 * sin, x2 * cos - x1 * sin], dim=-1)
-    return torch.cat([rotated.type_as(x), x[..., rot_dim:]], dim=-1)
+    x1, x2 = x.float().chunk(2, dim=-1)  # (B, T, H, hd/2) each: the two halves of every pair
+    return torch.cat([x1 * cos + x2 * sin, x2 * cos - x1 * sin], dim=-1).type_as(x)
 
 
 GATE_CHANNELS = 12  # attention and smear gates read the first 12 channels (record 2025-08-23, one-4090 script)
 
 
 class Attention(nn.Module):
-    def __init__(self, args, has_value_embed):
+    def __init__(self, args):
         super().__init__()
         self.args, self.H, self.hd = args, args.num_heads, args.head_dim
-        self.qkv = linear(args.model_dim, 3 * self.H * self.hd)
+        # Q, K and V as one (3, H*hd, D) weight: one matmul forward, and Muon orthogonalises each of the three
+        # on its own (record 2025-08-23)
+        self.qkv = nn.Parameter(init_weight(torch.empty(3, self.H * self.hd, args.model_dim), args.model_dim))
         self.proj = linear(self.H * self.hd, args.model_dim, zero_init=args.zero_init_out)
-        self.value_lambdas = nn.Parameter(torch.tensor([0.5, 0.5])) if has_value_embed else None
+        # v = a*v + b*value_embed in every layer, b unused where no table feeds the layer (record 2025-08-23)
+        self.value_lambdas = nn.Parameter(torch.tensor([0.5, 0.5])) if args.value_embeds else None
         self.gate = linear(GATE_CHANNELS, self.H, zero_init=True) if args.attn_gate else None
 
     def forward(self, x, value_embed, rope, mask):
         B, T, _ = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3 * self.H, self.hd).chunk(3, dim=2)  # (B, T, H, hd) each
+        q, k, v = F.linear(x, self.qkv.flatten(0, 1)).view(B, T, 3 * self.H, self.hd).chunk(3, dim=2)  # (B, T, H, hd)
         dtype = v.dtype  # bf16 under autocast on CUDA: norms and fp32 lambdas must not promote the attention
         if self.args.qk_norm:
             q, k = norm(q), norm(k)
         q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         if self.value_lambdas is not None:
-            v = self.value_lambdas[0] * v + self.value_lambdas[1] * value_embed.view_as(v)
+            v = self.value_lambdas[0] * v
+            if value_embed is not None:
+                v = v + self.value_lambdas[1] * value_embed.view_as(v)
         y = attention(q.to(dtype), k.to(dtype), v.to(dtype), mask, self.args.attn_scale)  # (B, T, H, hd)
         if self.gate is not None:
             y = y * torch.sigmoid(self.gate(x[..., :GATE_CHANNELS])).unsqueeze(-1)
@@ -617,19 +653,21 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, args):
         super().__init__()
-        self.fc = linear(args.model_dim, 4 * args.model_dim)
-        self.proj = linear(4 * args.model_dim, args.model_dim, zero_init=args.zero_init_out)
+        D = args.model_dim
+        # stored (D, 4D), input dim first, as record 2025-08-23 does: Muon's lr shape factor is then 1, not 2
+        self.fc = nn.Parameter(init_weight(torch.empty(D, 4 * D), D))
+        self.proj = linear(4 * D, D, zero_init=args.zero_init_out)
         self.act = (lambda x: F.relu(x).square()) if args.mlp_act == "relu2" else F.gelu
 
     def forward(self, x):
-        return self.proj(self.act(self.fc(x)))
+        return self.proj(self.act(F.linear(x, self.fc.T)))
 
 
 class Block(nn.Module):
-    def __init__(self, args, layer, has_value_embed):
+    def __init__(self, args, layer):
         super().__init__()
         self.window = args.window_pattern[layer % len(args.window_pattern)]
-        self.attn = None if layer in args.no_attn_layers else Attention(args, has_value_embed)
+        self.attn = None if layer in args.no_attn_layers else Attention(args)
         self.mlp = None if layer in args.no_mlp_layers else MLP(args)
         self.x0_lambdas = nn.Parameter(torch.tensor([1.0, 0.0])) if args.x0_skip else None
 
@@ -660,19 +698,19 @@ class GPT(nn.Module):
         # value-embedding table i feeds layer i and layer L - n + i (U-Net pattern, record 2025-08-23)
         self.value_embeds = nn.ModuleList(nn.Embedding(V, args.num_heads * args.head_dim)
                                           for _ in range(args.value_embeds))
-        self.blocks = nn.ModuleList(Block(args, i, self.value_embed_index(i) is not None) for i in range(L))
+        self.blocks = nn.ModuleList(Block(args, i) for i in range(L))
         self.rotary = Rotary(args.head_dim, args.rope_fraction, args.rope_base)
         self.lm_head = linear(D, V, zero_init=True)  # zero-init head (modded-nanogpt)
         self.skip_weights = nn.Parameter(torch.ones(L // 2)) if args.unet_skips else None
         if args.smear_gate:
             self.smear_gate = linear(GATE_CHANNELS, 1, zero_init=True)
             self.smear_lambda = nn.Parameter(torch.zeros(()))
-        if args.bigram_embed:  # nanochat PR #747: zero-initialised table, per-layer weight 0.05
+        if args.bigram_embed:  # record 2026-01-19: zero-initialised table, per-layer weight 0.1
             self.bigram = nn.Embedding(V * args.bigram_embed, D)
             nn.init.zeros_(self.bigram.weight)
-            self.bigram_lambdas = nn.Parameter(torch.full((L,), 0.05))
+            self.bigram_lambdas = nn.Parameter(torch.full((L,), 0.1))
         self.backout_lambda = nn.Parameter(torch.tensor(0.5)) if args.backout else None  # one-4090 script: 0.5
-        self.use_fp8 = use_fp8_head(args.fp8_head, torch.device("cpu"))  # train() and sample() set it per device
+        self.use_fp8 = False  # build_model() decides it for the device
 
     def value_embed_index(self, layer):
         n, L = self.args.value_embeds, self.args.num_layers
@@ -691,11 +729,14 @@ class GPT(nn.Module):
         """Hashed (previous, current) token pair -> row; the last row stands for 'no previous token'."""
         prev, no_prev = previous_tokens(idx)
         rows = self.bigram.num_embeddings
-        hashed = torch.bitwise_xor(36313 * idx, 27191 * prev) % (rows - 1)  # nanochat PR #747's hash
+        hashed = torch.bitwise_xor(36313 * idx, 27191 * prev) % (rows - 1)  # the hash of record 2026-01-19
         return self.bigram(hashed.masked_fill(no_prev, rows - 1))
 
     def forward(self, idx, targets=None, windows=None):
-        """idx (B, T) int64 -> mean loss if targets are given, else logits (B, T, V) in fp32."""
+        """idx (B, T) int64 -> loss if targets are given, else logits (B, T, V) in fp32. The training loss is
+        summed over each sequence and averaged over the B sequences: record 2025-08-23 sums over the one
+        sequence each of its 8 GPUs holds and averages the gradients over the GPUs, so this is its gradient on
+        any number of GPUs. In eval mode the loss is the mean per token."""
         with torch.autocast(idx.device.type, torch.bfloat16, enabled=idx.is_cuda):
             x = self.trunk(idx, windows)
             return self.head(x, targets)
@@ -725,9 +766,10 @@ class GPT(nn.Module):
     def head(self, x, targets):
         args = self.args
         B, T, D = x.shape
-        if self.use_fp8:
-            # record 2025-08-23 scales: x / (sqrt(768)/448), w / 2**-9, grad / (1/448)
-            logits = FP8Matmul.apply(x.reshape(-1, D), self.lm_head.weight, D ** 0.5 / 448, 2 ** -9, 1 / 448)
+        if self.use_fp8 and self.training:  # validation in bf16, as record 2025-08-23 evaluates
+            # record 2025-08-23 scales: x / (sqrt(768)/448), w / 2**-9; a summed loss's logit gradient is at
+            # most 1, this one's 1/B: grad / (1/448/B)
+            logits = FP8Matmul.apply(x.reshape(-1, D), self.lm_head.weight, D ** 0.5 / 448, 2 ** -9, 1 / 448 / B)
         else:
             logits = self.lm_head(x.reshape(-1, D))
         logits = logits.float()  # (B*T, V); under torch.compile the cast fuses into the loss kernel
@@ -735,24 +777,41 @@ class GPT(nn.Module):
         if c and args.softcap_form == "tanh":
             logits = c * torch.tanh(logits / c)
         elif c:
-            logits = c * torch.sigmoid(logits * (4 / c))  # = c/2 * tanh(2z/c) + c/2
+            logits = c * torch.sigmoid(logits / (c / 4))  # = c/2 * tanh(2z/c) + c/2; record: 30*sigmoid(z/7.5)
         if targets is None:
             return logits.view(B, T, -1)
+        if self.training:
+            return F.cross_entropy(logits, targets.reshape(-1), reduction="sum") / B
         return F.cross_entropy(logits, targets.reshape(-1))
+
+
+def build_model(args, device):
+    """GPT on its device. On CUDA the embedding tables are bf16, as record 2025-08-23 keeps them (the residual
+    stream is then bf16 too); the FP8 head is decided for the device."""
+    model = GPT(args).to(device)
+    if device.type == "cuda":
+        for module in model.modules():
+            if isinstance(module, nn.Embedding):
+                module.bfloat16()
+    model.use_fp8 = use_fp8_head(args.fp8_head, device)
+    return model
 
 
 def param_groups(model):
     """The one place that decides which optimizer trains each parameter.
-    -> {"muon": hidden matrices, "embed": token/value/bigram tables, "head": lm_head, "scalar": the rest}"""
-    groups = {"muon": [], "embed": [], "head": [], "scalar": []}
+    -> {"muon": hidden matrices, "embed": token/value tables, "bigram": its table, "head": lm_head,
+        "scalar": the rest}"""
+    groups = {"muon": [], "embed": [], "bigram": [], "head": [], "scalar": []}
     for name, p in model.named_parameters():
-        if name.startswith(("embed.", "value_embeds.", "bigram.")):
+        if name.startswith(("embed.", "value_embeds.")):
             groups["embed"].append(p)
+        elif name.startswith("bigram."):
+            groups["bigram"].append(p)
         elif name.startswith("lm_head."):
             groups["head"].append(p)
-        elif name.startswith("blocks.") and p.ndim == 2 and not name.endswith("gate.weight"):
+        elif name.startswith(("blocks.", "smear_gate.")) and p.ndim >= 2:  # gates too (records 08-23, 09-18)
             groups["muon"].append(p)
-        else:  # lambdas, skip weights, gates
+        else:  # lambdas, skip weights
             groups["scalar"].append(p)
     return groups
 
@@ -782,7 +841,7 @@ def check_gradients(model):
 # Optimizers: Muon for hidden matrices, Adam for the rest
 
 NS5_COEFFS = [(3.4445, -4.7750, 2.0315)] * 5  # Newton-Schulz quintic (Keller Jordan's Muon)
-POLAR_EXPRESS_COEFFS = [  # Polar Express (Amsel et al. 2025), as in modded-nanogpt HEAD; input scaled by 1/(1.02|G|)
+POLAR_EXPRESS_COEFFS = [  # Polar Express (Amsel et al. 2025), as record 2025-09-29 has them
     (8.156554524902461, -22.48329292557795, 15.878769915207462),
     (4.042929935166739, -2.808917465908714, 0.5000178451051316),
     (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
@@ -798,8 +857,8 @@ def orthogonalize(G, method="ns5"):
     transposed = X.size(-2) > X.size(-1)
     if transposed:
         X = X.mT
-    coeffs = POLAR_EXPRESS_COEFFS if method == "polar" else NS5_COEFFS
-    X = X / (X.norm(dim=(-2, -1), keepdim=True) * (1.02 if method == "polar" else 1.0) + 1e-7)
+    coeffs, safety, eps = (POLAR_EXPRESS_COEFFS, 1.02, 1e-6) if method == "polar" else (NS5_COEFFS, 1.0, 1e-7)
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) * safety + eps)  # spectral norm at most 1 (records 08-23, 09-29)
     for a, b, c in coeffs:
         A = X @ X.mT
         X = a * X + (b * A + c * A @ A) @ X
@@ -859,16 +918,18 @@ class Muon(torch.optim.Optimizer):
                 self.apply_update(p, outputs[i % W][i // W], group)
 
     def apply_update(self, p, update, group):
-        args, (rows, cols) = self.args, p.shape
+        """p: a matrix, or a stack of matrices (Q, K, V) updated each on its own."""
+        args, (rows, cols) = self.args, p.shape[-2:]
+        matrix_norm = lambda t: t.norm(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
         if args.normuon:  # NorMuon (Li et al. 2025): normalise rows by their second moment, keep the norm
             if "row_second_moment" not in self.state[p]:
-                self.state[p]["row_second_moment"] = torch.zeros(rows, 1, device=p.device)
+                self.state[p]["row_second_moment"] = torch.zeros(*p.shape[:-1], 1, device=p.device)
             second_moment = self.state[p]["row_second_moment"]
-            second_moment.lerp_(update.float().square().mean(dim=1, keepdim=True), 1 - 0.95)
+            second_moment.lerp_(update.float().square().mean(dim=-1, keepdim=True), 1 - 0.95)
             normalised = update / (second_moment.sqrt() + 1e-8)
-            update = normalised * (update.norm() / normalised.norm().clamp_min(1e-12))
+            update = normalised * (matrix_norm(update) / matrix_norm(normalised))
         if args.muon_plus:  # Muon+: Frobenius norm sqrt(min(m, n)), as an exactly orthogonal matrix has
-            update = update * (min(rows, cols) ** 0.5 / update.norm().clamp_min(1e-12))
+            update = update * (min(rows, cols) ** 0.5 / matrix_norm(update))
         lr = group["lr"] * max(1, rows / cols) ** 0.5
         if group["weight_decay"]:
             decay = lr * group["weight_decay"]
@@ -876,13 +937,46 @@ class Muon(torch.optim.Optimizer):
         p.add_(update.to(p.dtype), alpha=-lr)
 
 
+class Adam(torch.optim.Optimizer):
+    """Adam as record 2025-08-23 writes it (eps added to sqrt(v), then the bias corrections), with cautious
+    weight decay: weight_decay * lr**2 of a weight, where its update has the weight's sign (record 2026-01-19).
+    One multi-tensor kernel per operation and group; moments in the parameter's dtype, as the record's."""
+
+    def __init__(self, groups, args):
+        super().__init__(groups, dict(betas=tuple(args.adam_betas), eps=args.adam_eps, weight_decay=0.0))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            params = group["params"]
+            for p in params:
+                if not self.state[p]:
+                    self.state[p].update(exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+            grads = [p.grad for p in params]
+            m, v = [self.state[p]["exp_avg"] for p in params], [self.state[p]["exp_avg_sq"] for p in params]
+            (beta1, beta2), t = group["betas"], group.get("step", 0) + 1
+            group["step"] = t
+            torch._foreach_mul_(m, beta1)
+            torch._foreach_add_(m, grads, alpha=1 - beta1)
+            torch._foreach_mul_(v, beta2)
+            torch._foreach_addcmul_(v, grads, grads, value=1 - beta2)
+            denominators = torch._foreach_add(torch._foreach_sqrt(v), group["eps"])
+            updates = torch._foreach_div(m, denominators)
+            torch._foreach_mul_(updates, group["lr"] * (1 - beta2 ** t) ** 0.5 / (1 - beta1 ** t))
+            if group["weight_decay"]:
+                agree = [(u * p > 0).to(p.dtype) for u, p in zip(updates, params)]
+                torch._foreach_addcmul_(updates, params, agree, value=group["weight_decay"] * group["lr"] ** 2)
+            torch._foreach_sub_(params, updates)
+
+
 def build_optimizers(model, args, rank=0, world_size=1):
     groups = param_groups(model)
     muon = Muon(groups["muon"], args, rank, world_size)
-    adam_groups = [dict(params=groups[name], lr=lr, initial_lr=lr) for name, lr in
-                   (("embed", args.embed_lr), ("head", args.head_lr), ("scalar", args.scalar_lr)) if groups[name]]
-    adam = torch.optim.Adam(adam_groups, betas=tuple(args.adam_betas), eps=args.adam_eps,
-                            fused=next(model.parameters()).is_cuda)
+    adam_groups = [dict(params=groups["embed"], lr=args.embed_lr),
+                   dict(params=groups["bigram"], lr=args.embed_lr, betas=tuple(args.bigram_betas),
+                        weight_decay=args.bigram_weight_decay),
+                   dict(params=groups["head"], lr=args.head_lr), dict(params=groups["scalar"], lr=args.scalar_lr)]
+    adam = Adam([dict(group, initial_lr=group["lr"]) for group in adam_groups if group["params"]], args)
     check_param_coverage(model, [muon, adam])
     return muon, adam
 
@@ -906,9 +1000,11 @@ def muon_momentum(step, args):
 
 
 def window_blocks(step, args):
-    """(long, short) attention windows in 128-token blocks: long grows linearly, short = long // 2."""
+    """(long, short) attention windows in 128-token blocks. Long grows linearly to window_blocks_end as record
+    2025-08-23's does (the fewest blocks covering 1728 * step / N tokens, 1728 = 13.5 blocks, so 1 -> 14),
+    never below window_blocks_start; short = long // 2, at least 1 (the record's 0 keeps only the own block)."""
     frac = min(step / args.num_iterations, 1)
-    long = round(args.window_blocks_start + (args.window_blocks_end - args.window_blocks_start) * frac)
+    long = max(args.window_blocks_start, math.ceil((args.window_blocks_end - 0.5) * BLOCK * frac / BLOCK))
     return long, max(1, long // 2)
 
 
@@ -918,7 +1014,7 @@ def tokens_per_step_at(step, args):
 
 def rope_base_at(step, args):
     """NTK-aware scaling (bloc97, 2023): base * s^(d/(d-2)) when the long window has grown s-fold."""
-    rot_dim = int(args.head_dim * args.rope_fraction) // 2 * 2
+    rot_dim = 2 * round(args.head_dim // 2 * args.rope_fraction)  # dims that turn (Rotary)
     if not args.rope_ntk_scaling or rot_dim <= 2:
         return args.rope_base
     growth = window_blocks(step, args)[0] / window_blocks(0, args)[0]
@@ -963,6 +1059,7 @@ def flops_per_token(args, step=None):
         if layer not in args.no_attn_layers:
             keys = mean_keys_per_query(windows[args.window_pattern[layer % len(args.window_pattern)]], T)
             forward += 2 * D * 4 * H * hd + 2 * 2 * H * hd * keys  # qkv + out projections, QK^T and AV
+            forward += 2 * GATE_CHANNELS * H * args.attn_gate
         if layer not in args.no_mlp_layers:
             forward += 2 * 2 * D * 4 * D
     return 3 * forward
@@ -1110,7 +1207,7 @@ def load_checkpoint(path, model, muon, adam, stream):
 
 def train_step(model, raw_model, micro_batches, windows, muon, adam, world_size, check_grads=False):
     """Forward/backward over this rank's micro-batches, average gradients over micro-batches and ranks, then
-    step both optimizers. -> mean train loss (a device tensor: no host sync here)."""
+    step both optimizers. -> train loss per token (a device tensor: no host sync here)."""
     loss_sum = 0
     for batch in micro_batches:
         loss = model(batch[:, :-1], batch[:, 1:], windows)
@@ -1126,7 +1223,7 @@ def train_step(model, raw_model, micro_batches, windows, muon, adam, world_size,
     wait_adam()
     adam.step()
     raw_model.zero_grad(set_to_none=True)
-    return loss_sum / len(micro_batches)
+    return loss_sum / (len(micro_batches) * (micro_batches.size(-1) - 1))  # the loss is summed per sequence
 
 
 def warmup_compile(model, raw_model, args, muon, adam, device, world_size):
@@ -1148,7 +1245,8 @@ def warmup_compile(model, raw_model, args, muon, adam, device, world_size):
 def parameter_counts(model):
     groups = param_groups(model)
     count = lambda ps: sum(p.numel() for p in ps)
-    return dict(total=count(model.parameters()), embeddings=count(groups["embed"]), matrices=count(groups["muon"]),
+    return dict(total=count(model.parameters()), embeddings=count(groups["embed"] + groups["bigram"]),
+                matrices=count(groups["muon"]),
                 lm_head=count(groups["head"]), scalars=count(groups["scalar"]))
 
 
@@ -1170,8 +1268,7 @@ def train(args, argv):
     for stage_start, tokens in parse_batch_schedule(args):  # fail now, not at the stage's first step
         grad_accum_steps(tokens, world_size, args.micro_batch_seqs * args.seq_len)
 
-    raw_model = GPT(args).to(device)
-    raw_model.use_fp8 = use_fp8_head(args.fp8_head, device)
+    raw_model = build_model(args, device)
     log(f"parameters: {json.dumps(parameter_counts(raw_model))} fp8_head: {raw_model.use_fp8}")
     model = torch.compile(raw_model, mode=args.compile_mode or None, dynamic=False) if args.compile else raw_model
     muon, adam = build_optimizers(raw_model, args, rank, world_size)
@@ -1278,9 +1375,8 @@ def sample(args):
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     state = load_checkpoint_file(args.sample, device)
     train_args = Hyperparameters(**checkpoint_hyperparameters(state))
-    model = GPT(train_args).to(device).eval()
+    model = build_model(train_args, device).eval()
     model.load_state_dict(state["model"])
-    model.use_fp8 = use_fp8_head(train_args.fp8_head, device)
     enc = tiktoken.get_encoding("gpt2")
     prompt_ids = [EOT] + enc.encode_ordinary(args.prompt)
     ids = list(prompt_ids)

@@ -35,11 +35,12 @@ os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(2**32))
 os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", str(2**32))
 
 TINY = ["--preset=cpu", "--num_layers=4", "--model_dim=64", "--num_heads=2", "--head_dim=32", "--seq_len=128",
-        "--micro_batch_seqs=2", "--tokens_per_step=512"]
+        "--micro_batch_seqs=2", "--tokens_per_step=512", "--smear_gate=true", "--bigram_embed=1", "--backout=true"]
 
 
 def tiny_args(*overrides):
-    """The cpu preset (every trick on) shrunk further, for unit tests; overrides as --field=value strings."""
+    """The cpu preset shrunk further with every trick on (the record's and the later ones), for unit tests;
+    overrides as --field=value strings."""
     import train_gpt
     return train_gpt.parse_args([*TINY, *overrides])
 

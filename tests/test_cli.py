@@ -34,7 +34,7 @@ def test_preset_then_overrides():
     (["--no_attn_layers=12"], "--no_attn_layers=(12,) must be layer indices in 0..11"),
     (["--batch_schedule=100-3"], "--batch_schedule: '100-3' is not STEP:TOKENS"),
     (["--seq_len=1000"], "--seq_len=1000 must be a multiple of the 128-token attention block"),
-    (["--val_tokens=100000"], "--val_tokens=100000 must be a positive multiple of val_seq_len = 65536"),
+    (["--val_tokens=100000"], "--val_tokens=100000 must be a positive multiple of val_seq_len = 262144"),
     (["--profile_steps=-1"], "--profile_steps=-1 must be 0 (off) or more"),
     (["--resume=no/such.pt"], "cannot read checkpoint no/such.pt"),
 ])

@@ -202,3 +202,22 @@ def test_matplotlib_only_imported_when_plotting(two_logs, tmp_path):
             "assert 'matplotlib' not in sys.modules, 'matplotlib imported without --plot'")
     r = subprocess.run([sys.executable, "-c", code, str(two_logs[0])], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_reference_curve_and_delta_column(tmp_path):
+    """A record-preset log gets the 2025-08-23 record's curve and Δ at its last val step by default."""
+    log = write_log(tmp_path / "r.txt", "rec", [10.83, 4.70, 4.00], every=125, tps=393216,
+                    extra_hp={"preset": "record"})
+    result = run_cli(log, "--plot", tmp_path / "r.png", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    head, _, row = result.stdout.splitlines()[:3]
+    assert head.split()[-1] == "Δ_vs_record"
+    assert row.split()[-1] == f"{4.00 - 4.0788:+.4f}"  # the record's val loss at step 250 is 4.0788
+    assert compare.record_loss_at(125 + 50) == pytest.approx(4.6029 + (4.0788 - 4.6029) * 50 / 125)
+    figure = compare.build_figure([compare.parse_log(log)], reference=True)
+    for axes in figure.axes:
+        curve = [line for line in axes.get_lines() if line.get_gid() == "reference"]
+        assert len(curve) == 1 and list(curve[0].get_ydata()) == [loss for _, loss, _ in compare.RECORD_CURVE]
+    cpu = write_log(tmp_path / "c.txt", "cpu", [10.83, 7.5])  # another preset: no reference unless asked
+    assert "Δ_vs_record" not in run_cli(cpu, cwd=tmp_path).stdout
+    assert "Δ_vs_record" in run_cli(cpu, "--reference", cwd=tmp_path).stdout

@@ -91,11 +91,13 @@ def test_rank_slices_are_contiguous_tokens_of_the_stream(tmp_path):
 
 
 def test_same_seed_same_batches_other_seed_other_order_after_the_first_epoch(tmp_path):
-    pattern = make_shards(tmp_path, [1000] * 6)  # 15 sequences of 64 (+1) tokens per shard: 5760 tokens an epoch
+    # a step starts in the next shard when fewer than its 256 (+1) tokens are left (record 2025-08-23): 3 steps of
+    # 4 sequences of 64 (+1) tokens per 1000-token shard, 4608 tokens an epoch
+    pattern = make_shards(tmp_path, [1000] * 6)
     first = [stream_tokens(tg.TokenStream(pattern, 64, 2, seed=7), 40, 256) for _ in range(2)]
     assert np.array_equal(*first)
     other = stream_tokens(tg.TokenStream(pattern, 64, 2, seed=8), 40, 256)
-    epoch = 6 * 15 * 64
+    epoch = 6 * 12 * 64
     assert np.array_equal(first[0][:epoch], other[:epoch])  # epoch 0: sorted shards, as the records read them
     assert not np.array_equal(first[0][epoch:], other[epoch:])
     shards = [np.asarray(tg.read_shard(tmp_path / f"t_train_{i:06d}.bin")) for i in range(6)]

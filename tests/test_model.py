@@ -170,7 +170,7 @@ def test_every_flag_trains_and_every_parameter_gets_a_gradient(flag):
 def test_flags_change_the_model():
     base = tg.GPT(tiny_args())
     counts = lambda args: sum(p.numel() for p in tg.GPT(args).parameters())
-    assert counts(tiny_args("--value_embeds=0")) == counts(tiny_args()) - 50304 * 64 - 2 * 2  # table, 2 layers x 2 lambdas
+    assert counts(tiny_args("--value_embeds=0")) == counts(tiny_args()) - 50304 * 64 - 4 * 2  # table, 4 layers x 2 lambdas
     assert counts(tiny_args("--bigram_embed=0")) == counts(tiny_args()) - 50304 * 64 - 4
     assert counts(tiny_args("--no_attn_layers=1")) < counts(tiny_args())
     assert base.blocks[0].window == "S" and base.blocks[1].window == "L"
@@ -190,7 +190,7 @@ def test_parameter_in_two_groups_or_none_fails_with_its_name():
     groups = tg.param_groups(model)
     adam = torch.optim.Adam([p for name in ("embed", "head", "scalar") for p in groups[name]] + groups["muon"][:1])
     muon = tg.Muon(groups["muon"], tiny_args())
-    with pytest.raises(tg.ConfigError, match=r"blocks\.0\.attn\.qkv\.weight is in 2 optimizer groups"):
+    with pytest.raises(tg.ConfigError, match=r"blocks\.0\.attn\.qkv is in 2 optimizer groups"):
         tg.check_param_coverage(model, [muon, adam])
     adam = torch.optim.Adam([p for name in ("embed", "head") for p in groups[name]])
     with pytest.raises(tg.ConfigError, match=r"is in 0 optimizer groups"):
@@ -202,10 +202,11 @@ def test_record_parameter_counts_and_flops():
     with torch.device("meta"):
         model = tg.GPT(args)
     counts = tg.parameter_counts(model)
-    print(counts)
-    assert counts["matrices"] == 11 * 4 * 768 * 768 + 12 * 8 * 768 * 768  # layer 7 has no attention
+    attention = 3 * 768 * 768 + 768 * 768 + 12 * 6  # Q, K, V, out, head gate; layer 7 has no attention
+    assert counts["matrices"] == 11 * attention + 12 * 2 * 768 * 3072
     assert counts["lm_head"] == 50304 * 768
-    assert counts["embeddings"] == 50304 * 768 * (1 + 3 + 5)
+    assert counts["embeddings"] == 50304 * 768 * (1 + 3)
+    assert counts["scalars"] == 6 + 12 * 2 + 11 * 2  # skip weights, x0 lambdas, value lambdas
     assert counts["total"] == sum(v for k, v in counts.items() if k != "total")
     # matmul FLOPs: 6 per weight per token; attention adds 12 * H * hd * keys per attention layer
     no_attention = dataclasses.replace(args, window_blocks_start=1, window_blocks_end=1, seq_len=1)

@@ -100,10 +100,13 @@ def test_muon_groups_by_shape_and_adam_gets_the_rest():
     muon, adam = tg.build_optimizers(model, tiny_args())
     for group in muon.param_groups:
         assert len({tuple(p.shape) for p in group["params"]}) == 1
-    assert all(p.ndim == 2 and min(p.shape) >= 64 for g in muon.param_groups for p in g["params"])
-    lrs = sorted(g["lr"] for g in adam.param_groups)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert {names[id(p)].split(".")[-1] for g in muon.param_groups for p in g["params"]} == {"qkv", "weight", "fc"}
+    assert all(p.ndim >= 2 for g in muon.param_groups for p in g["params"])
     args = tiny_args()
-    assert lrs == sorted([args.embed_lr, args.head_lr, args.scalar_lr])
+    assert [(g["lr"], g["betas"], g["weight_decay"]) for g in adam.param_groups] == [
+        (args.embed_lr, args.adam_betas, 0), (args.embed_lr, args.bigram_betas, args.bigram_weight_decay),
+        (args.head_lr, args.adam_betas, 0), (args.scalar_lr, args.adam_betas, 0)]
 
 
 def test_lr_schedule_at_key_steps():

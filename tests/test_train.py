@@ -72,8 +72,8 @@ def test_smoke_run_learns_and_logs_everything(smoke):
 def test_sampling_from_the_smoke_checkpoint(smoke, gpt2_encoding):
     cwd, _ = smoke
     result = run(cwd, "--sample=logs/smoke/final.pt", "--prompt=The city of", "--max_new_tokens=12", "--seed=3")
-    lines = result.stdout.strip().splitlines()
-    assert lines[-1].startswith("The city of") and len(gpt2_encoding.encode(lines[-1])) > 4
+    text = result.stdout[result.stdout.index("The city of"):]  # the sample may run over several lines
+    assert len(gpt2_encoding.encode(text)) > 4
 
 
 def test_compare_reads_two_real_logs(smoke, synthetic_data, tmp_path):
@@ -207,7 +207,7 @@ def bench_plain_flags():
 def test_bench_plain_flags_turn_off_every_trick_of_the_docstring():
     args = tg.parse_args(["--preset=record", *bench_plain_flags()])
     tricks = re.findall(r"^    (\w+)  +\S", tg.__doc__, re.M)  # the docstring's list: one flag per trick
-    assert len(tricks) == 16 and all(f"--{t}=" in " ".join(bench_plain_flags()) for t in tricks)
+    assert len(tricks) == 17 and all(f"--{t}=" in " ".join(bench_plain_flags()) for t in tricks)
     assert (args.rope_fraction, args.qk_norm, args.mlp_act, args.no_attn_layers, args.logit_softcap) == (1, False,
                                                                                                          "gelu", (), 0)
     assert tg.window_blocks(0, args) == tg.window_blocks(200, args) == (8, 4)  # GPT-2's 1024 tokens, fixed

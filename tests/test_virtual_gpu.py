@@ -1,0 +1,111 @@
+"""train_gpt.py's CUDA path on a virtual GPU (tools/virtual_gpu.py): a fake-tensor step, inductor's compile
+for the GPU and train_gpt.py's own run on the null GPU, for record on an H100, 4090 on a 4090 and cpu on both;
+and planted mistakes that must fail. Needs a CUDA build of torch (`python tools/virtual_gpu.py setup`, or
+VGPU_PYTHON) and a C compiler: skips without them."""
+import functools
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+TOOL = ROOT / "tools" / "virtual_gpu.py"
+spec = importlib.util.spec_from_file_location("virtual_gpu", TOOL)
+virtual_gpu = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(virtual_gpu)  # stdlib only: the CUDA part runs in the tool's own process
+
+pytestmark = [
+    pytest.mark.skipif(virtual_gpu.cuda_python() is None,
+                       reason="no CUDA build of torch: run `python tools/virtual_gpu.py setup` or set VGPU_PYTHON"),
+    pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler (cc) to build tools/vgpu_stub.c"),
+]
+GIB = 2**30
+
+
+def tool(*args, train_gpt=None):
+    """Run the tool; -> (return code, {level: report}, its output)."""
+    extra = [f"--train_gpt={train_gpt}"] if train_gpt else []
+    result = subprocess.run([sys.executable, str(TOOL), *args, *extra], capture_output=True, text=True, timeout=1500)
+    output = result.stdout + result.stderr
+    reports = {}
+    for line in result.stdout.splitlines():
+        if line.startswith(virtual_gpu.REPORT_PREFIX):
+            report = json.loads(line[len(virtual_gpu.REPORT_PREFIX):])
+            reports[report["level"]] = report
+    return result.returncode, reports, output
+
+
+@functools.cache
+def check(preset, gpu):
+    code, reports, output = tool("check", f"--preset={preset}", f"--gpu={gpu}")
+    assert code == 0, output[-4000:]
+    return reports
+
+
+def assert_healthy(reports, shared_limit, capability):
+    fake, run = reports["fake"], reports["run"]
+    assert fake["capability"] == capability and fake["fp8_head"]  # compute capability >= 8.9: FP8 head on
+    assert fake["attention_bf16_blockmask"] and fake["attention_calls"] > 0
+    assert run["dynamo_graphs"] == 2  # training and validation; the window schedule moved through every size
+    assert 0 < run["max_shared_bytes"] <= shared_limit
+    assert run["ptxas_peak_gib"] < 2 and run["fp8_head"]
+    assert run["launches_per_step"]["triton"] > 0 and run["peak_allocated_gib"] > 0
+
+
+def test_record_preset_on_an_h100():
+    reports = check("record", "h100")
+    assert_healthy(reports, 232_448, "9.0")
+    run = reports["run"]
+    assert run["compile_seconds"] < 300 and run["triton_kernels"] > 50 and run["extern_calls"] > 50
+    assert run["peak_reserved_gib"] < 80
+
+
+def test_4090_preset_fits_a_4090():
+    reports = check("4090", "4090")
+    assert_healthy(reports, 101_376, "8.9")
+    run = reports["run"]
+    assert run["compile_seconds"] < 300
+    assert run["peak_allocated_gib"] <= 22 and run["peak_reserved_gib"] <= 23  # 24 GB card, room for the rest
+
+
+@pytest.mark.parametrize("gpu,limit,capability", [("h100", 232_448, "9.0"), ("4090", 101_376, "8.9")])
+def test_cpu_preset_on_both_gpus(gpu, limit, capability):
+    assert_healthy(check("cpu", gpu), limit, capability)  # compile=False: eager, flex_attention compiled alone
+
+
+def planted(tmp_path, old, new):
+    """A copy of train_gpt.py with one change."""
+    source = (ROOT / "train_gpt.py").read_text()
+    assert source.count(old) == 1, old
+    path = tmp_path / "train_gpt.py"
+    path.write_text(source.replace(old, new))
+    return path
+
+
+def test_row_major_fp8_operand_fails_the_fake_step(tmp_path):
+    copy = planted(tmp_path, "out = torch._scaled_mm(x_f8, w_f8.T,", "out = torch._scaled_mm(x_f8, w_f8.T.contiguous(),")
+    code, reports, output = tool("fake", "--preset=cpu", "--gpu=h100", train_gpt=copy)
+    assert code != 0 and "fake" not in reports
+    assert "column-major" in output or "mat2" in output, output[-2000:]
+
+
+def test_fp32_attention_inputs_fail_the_fake_step(tmp_path):
+    copy = planted(tmp_path, "y = attention(q.to(dtype), k.to(dtype), v.to(dtype),", "y = attention(q.float(), k.float(), v.float(),")
+    code, reports, output = tool("fake", "--preset=cpu", "--gpu=h100", train_gpt=copy)
+    assert code != 0 and not reports["fake"]["attention_bf16_blockmask"]
+    assert "vgpu: FAIL attention inputs (['torch.float32'" in output
+
+
+def test_oversized_flex_blocks_fail_on_a_4090(tmp_path):
+    copy = planted(tmp_path, "y = flex(q, k, v, block_mask=mask, scale=scale)",
+                   'y = flex(q, k, v, block_mask=mask, scale=scale, kernel_options={"BLOCK_M": 128, "BLOCK_N": 128, '
+                   '"num_stages": 3})')
+    code, _, output = tool("run", "--preset=cpu", "--gpu=4090", "--head_dim=128", "--model_dim=256", "--steps=1",
+                           train_gpt=copy)
+    assert code != 0 and re.search(r"out of resource: triton_\w+ Required: \d+ Hardware limit: ?101376", output), (
+        output[-3000:])
