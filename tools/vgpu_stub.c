@@ -109,6 +109,12 @@ void vgpu_counters(long long out[5], char *name, size_t name_len) {
 
 #define COUNT(var) __atomic_add_fetch(&var, 1, __ATOMIC_RELAXED)
 
+/* every error this device returns, on stderr when VGPU_DEBUG is set */
+static int refuse(int code, const char *what) {
+  if (getenv("VGPU_DEBUG")) fprintf(stderr, "vgpu: %s -> error %d\n", what, code);
+  return code;
+}
+
 /* ---------------------------------------------------------------- memory: address space only */
 
 typedef struct { uintptr_t ptr; size_t size; int host; } region_t;
@@ -154,9 +160,9 @@ static int kind_of(const void *ptr) {  /* 0 unknown (pageable host), 1 pinned ho
 
 static cudaError_t device_alloc(void **ptr, size_t size) {
   if (size == 0) { *ptr = NULL; return 0; }
-  if (device_bytes + size > total_memory()) return cudaErrorMemoryAllocation;  /* as a full card would */
+  if (device_bytes + size > total_memory()) return refuse(cudaErrorMemoryAllocation, "cudaMalloc: the card is full");
   void *p = mmap(NULL, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (p == MAP_FAILED) return cudaErrorMemoryAllocation;
+  if (p == MAP_FAILED) return refuse(cudaErrorMemoryAllocation, "cudaMalloc: no address space");
   remember(p, size, 0);
   *ptr = p;
   return 0;
@@ -185,8 +191,8 @@ static void *new_handle(void) { return (void *)__atomic_add_fetch(&next_handle, 
 
 cudaError_t cudaGetDeviceCount(int *count) { *count = 1; return 0; }
 cudaError_t cudaGetDevice(int *dev) { *dev = current_device; return 0; }
-cudaError_t cudaSetDevice(int dev) { return dev == 0 ? 0 : cudaErrorInvalidDevice; }
-cudaError_t cudaInitDevice(int dev, unsigned a, unsigned b) { return dev == 0 ? 0 : cudaErrorInvalidDevice; }
+cudaError_t cudaSetDevice(int dev) { return dev == 0 ? 0 : refuse(cudaErrorInvalidDevice, "cudaSetDevice"); }
+cudaError_t cudaInitDevice(int dev, unsigned a, unsigned b) { return cudaSetDevice(dev); }
 cudaError_t cudaSetDeviceFlags(unsigned flags) { return 0; }
 cudaError_t cudaGetDeviceFlags(unsigned *flags) { *flags = 0; return 0; }
 cudaError_t cudaDeviceSynchronize(void) { return 0; }
@@ -316,11 +322,18 @@ struct func_attributes {  /* cudaFuncAttributes */
   int preferredShmemCarveout, clusterDimMustBeSet, requiredClusterWidth, requiredClusterHeight;
   int requiredClusterDepth, clusterSchedulingPolicyPreference, nonPortableClusterSizeAllowed, reserved[16];
 };
+/* The architecture of the code the driver would load for a kernel: the newest one the library was built for that
+   the device can run (sm_86 code on an sm_89 4090). CUB picks its tuning from it and fails on one it lacks.
+   tools/virtual_gpu.py sets VGPU_KERNEL_ARCH from torch's arch list; without it, the device's own. */
+static int kernel_arch(void) {
+  const char *arch = getenv("VGPU_KERNEL_ARCH");
+  return arch ? atoi(arch) : device()->major * 10 + device()->minor;
+}
 cudaError_t cudaFuncGetAttributes(struct func_attributes *a, const void *fn) {
   memset(a, 0, sizeof *a);
   a->maxThreadsPerBlock = 1024;
   a->numRegs = 32;
-  a->ptxVersion = a->binaryVersion = device()->major * 10 + device()->minor;
+  a->ptxVersion = a->binaryVersion = kernel_arch();
   a->maxDynamicSharedSizeBytes = 49152;
   return 0;
 }
@@ -352,7 +365,7 @@ cudaError_t cudaLaunchKernel(void) { COUNT(n_kernel_launches); return 0; }
 cudaError_t cudaLaunchKernelExC(void) { COUNT(n_kernel_launches); return 0; }
 cudaError_t cudaLaunchCooperativeKernel(void) { COUNT(n_kernel_launches); return 0; }
 
-static CUresult unsupported(void) { return CUDA_ERROR_NOT_SUPPORTED; }
+static CUresult unsupported(void) { return refuse(CUDA_ERROR_NOT_SUPPORTED, "a driver function without a stand-in"); }
 
 /* c10 and the runtime fetch driver functions by name: ours where we have one, else one that says "not supported" */
 static void *driver_symbol(const char *name) {
@@ -382,7 +395,10 @@ static CUcontext the_context = (CUcontext)0xc0;
 
 CUresult cuInit(unsigned flags) { return CUDA_SUCCESS; }
 CUresult cuDriverGetVersion(int *v) { *v = CUDA_VERSION; return CUDA_SUCCESS; }
-CUresult cuDeviceGet(CUdevice *d, int ordinal) { *d = 0; return ordinal == 0 ? CUDA_SUCCESS : CUDA_ERROR_INVALID_DEVICE; }
+CUresult cuDeviceGet(CUdevice *d, int ordinal) {
+  *d = 0;
+  return ordinal == 0 ? CUDA_SUCCESS : refuse(CUDA_ERROR_INVALID_DEVICE, "cuDeviceGet");
+}
 CUresult cuDeviceGetCount(int *count) { *count = 1; return CUDA_SUCCESS; }
 CUresult cuDeviceGetName(char *name, int len, CUdevice d) { snprintf(name, len, "%s", device()->name); return CUDA_SUCCESS; }
 CUresult cuDeviceTotalMem(size_t *bytes, CUdevice d) { *bytes = total_memory(); return CUDA_SUCCESS; }
@@ -495,7 +511,7 @@ CUresult cuPointerGetAttribute(void *data, CUpointer_attribute attr, CUdeviceptr
     case CU_POINTER_ATTRIBUTE_MEMORY_TYPE: *(unsigned *)data = CU_MEMORYTYPE_DEVICE; break;
     case CU_POINTER_ATTRIBUTE_DEVICE_POINTER: *(CUdeviceptr *)data = ptr; break;
     case CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL: *(int *)data = 0; break;
-    default: return CUDA_ERROR_NOT_SUPPORTED;
+    default: return refuse(CUDA_ERROR_NOT_SUPPORTED, "cuPointerGetAttribute");
   }
   return CUDA_SUCCESS;
 }
