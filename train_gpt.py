@@ -33,15 +33,20 @@ boolean mask on CPU. Hidden matrices train with Muon, embeddings/head/scalars wi
 import contextlib
 import copy
 import dataclasses
+import datetime
 import difflib
 import functools
 import glob
+import hashlib
 import json
 import math
 import os
 import platform
+import re
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 import typing
 import uuid
@@ -127,9 +132,13 @@ class Hyperparameters:
     val_loss_every: int = 125  # 0 = only at the end
     train_log_every: int = 25
     checkpoint_every: int = 0  # 0 = only the final checkpoint
+    keep_checkpoints: int = 0  # keep the newest N step_*.pt of a run (0 = all)
     save_checkpoint: bool = True
     run_id: str = ""  # "" = a fresh unique id
-    resume: str = ""  # checkpoint to continue from; its hyperparameters apply unless overridden here
+    resume: str = ""  # checkpoint to continue from (its hyperparameters apply unless overridden here), or "auto":
+    #                   this run_id's newest valid checkpoint if it has one, else a fresh start
+    export: str = ""  # write the weights of --resume's checkpoint (bf16, with its hyperparameters) here and stop
+    collective_timeout: float = 600  # seconds a rank waits for the others before the run stops (a dead/hung rank)
     device: str = ""  # "" = cuda:LOCAL_RANK if available, else cpu
     cpu_threads: int = 1  # threads per process on CPU; 1 keeps the math the same for any process count (0 = all)
     memory_cap_gib: float = 0  # cap this process's GPU memory, e.g. 24 to check a 24 GB card on a bigger one (0 = off)
@@ -167,8 +176,9 @@ PRESETS = {
     "record": {},  # the defaults: 8xH100, or fewer GPUs through gradient accumulation
     **LATER_TRICKS,
     "stack": {name: value for trick in LATER_TRICKS.values() for name, value in trick.items()},  # all of them
-    # one 24 GB card: same recipe, shorter sequences (more accumulation steps) so activations fit
-    "4090": dict(seq_len=16 * 1024, val_seq_len=16 * 1024),
+    # one 24 GB card: the record's math with 32K-token sequences (12 accumulation steps) so activations fit;
+    # on the virtual 4090 (tools/virtual_gpu.py) 20.5 GiB allocated, 20.6 reserved; 48K runs out of memory
+    "4090": dict(seq_len=32 * 1024, val_seq_len=32 * 1024),
     # the ~350M model of the 2.92 track; step count is a starting point, not yet tuned here
     "medium": dict(num_layers=16, model_dim=1024, num_heads=8, no_attn_layers=(), num_iterations=5000),
     # a tiny model that trains on CPU in seconds (smoke runs, tests)
@@ -182,6 +192,10 @@ PRESETS = {
 
 class ConfigError(ValueError):
     pass
+
+
+class RankFailure(RuntimeError):
+    """Another rank died or stopped answering."""
 
 
 def parse_value(name, text, kind):
@@ -203,7 +217,8 @@ def parse_value(name, text, kind):
 
 
 def parse_args(argv):
-    """Hyperparameters from defaults, then the checkpoint's (--resume) or the preset's, then --field=value."""
+    """Hyperparameters from defaults, then the checkpoint's (--resume) or the preset's, then --field=value.
+    Resuming with fields that change the model's shape is refused, naming them."""
     kinds = typing.get_type_hints(Hyperparameters)
     overrides = {}
     for arg in argv:
@@ -215,22 +230,80 @@ def parse_args(argv):
             raise ConfigError(f"unknown field --{name}" + (f" (did you mean --{close[0]}?)" if close else ""))
         overrides[name] = parse_value(name, text, kinds[name])
     args = Hyperparameters()
-    if overrides.get("resume"):
-        saved = checkpoint_hyperparameters(load_checkpoint_file(overrides["resume"]))
+    checkpoint = resume_path(overrides.get("resume", ""), overrides.get("run_id", ""))
+    saved = checkpoint_hyperparameters(load_checkpoint_file(checkpoint)) if checkpoint else None
+    if saved:
         args = dataclasses.replace(args, **{**saved, "run_id": ""})
     preset = overrides.get("preset", "")
     if preset not in PRESETS and preset:
         raise ConfigError(f"unknown --preset={preset!r}; choose one of {', '.join(PRESETS)}")
     args = dataclasses.replace(args, **{**PRESETS.get(preset, {}), **overrides})
     validate(args)
+    if saved and not args.export and (changed := shape_changes(Hyperparameters(**saved), args)):
+        raise ConfigError(f"{checkpoint} holds another model: {', '.join(changed)} differ from the ones it was trained"
+                          " with; drop them (and --preset) to continue it")
     return args
 
 
-def load_checkpoint_file(path, device="cpu"):
+def resume_path(resume, run_id):
+    """--resume as a checkpoint path: "auto" is run_id's newest checkpoint that loads and checks out, or ""."""
+    if resume != "auto":
+        return resume
+    if not run_id:
+        raise ConfigError("--resume=auto needs --run_id=NAME: it continues that run from its newest checkpoint")
+    steps = lambda path: float("inf") if path.endswith("final.pt") else int(re.findall(r"\d+", path)[-1])
+    for path in sorted(glob.glob(f"logs/{run_id}/step_*.pt") + glob.glob(f"logs/{run_id}/final.pt"), key=steps,
+                       reverse=True):
+        with contextlib.suppress(ConfigError):
+            load_checkpoint_file(path)
+            return path
+    return ""
+
+
+def shape_changes(saved, args):
+    """The fields on which args and a checkpoint's hyperparameters differ that change a parameter's shape."""
+    shapes = lambda a: {k: v.shape for k, v in GPT(a).state_dict().items()}
+    with torch.device("meta"):
+        reference = shapes(saved)
+        return [f"--{name}={getattr(args, name)!r} (trained: {getattr(saved, name)!r})"
+                for name in typing.get_type_hints(Hyperparameters) if getattr(args, name) != getattr(saved, name)
+                and shapes(dataclasses.replace(saved, **{name: getattr(args, name)})) != reference]
+
+
+@functools.lru_cache(maxsize=1)  # parse_args and then train() or sample() read the same file
+def load_checkpoint_file(path):
+    """A checkpoint (or an export) on the CPU, refused unless its contents match the checksum written with them."""
     try:
-        return torch.load(path, map_location=device, weights_only=False)
-    except (OSError, RuntimeError, EOFError) as e:
-        raise ConfigError(f"cannot read checkpoint {path}: {e}") from None
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # a missing file, a text file, a truncated or overwritten zip, ...
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"cannot read checkpoint {path}: {reason}") from None
+    if not (isinstance(state, dict) and {"args", "model", "checksum"} <= state.keys()):
+        raise ConfigError(f"{path} is not a train_gpt.py checkpoint (no args, model and checksum)")
+    if state["checksum"] != checksum({k: v for k, v in state.items() if k != "checksum"}):
+        raise ConfigError(f"{path}: its contents do not match their checksum (the file is damaged); use another")
+    return state
+
+
+def checksum(value):
+    """sha256 of nested dicts, lists and tensors (their bytes included), in a fixed order."""
+    digest = hashlib.sha256()
+
+    def add(v):
+        if isinstance(v, torch.Tensor):
+            digest.update(f"tensor {tuple(v.shape)} {v.dtype}".encode())
+            digest.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+        elif isinstance(v, dict):
+            for key in sorted(v, key=repr):
+                digest.update(repr(key).encode())
+                add(v[key])
+        elif isinstance(v, (list, tuple)):
+            for item in v:
+                add(item)
+        else:
+            digest.update(repr(v).encode())
+    add(value)
+    return digest.hexdigest()
 
 
 def checkpoint_hyperparameters(state):
@@ -240,8 +313,18 @@ def checkpoint_hyperparameters(state):
 
 def validate(args):
     """Catch impossible settings at start-up, naming the field, instead of deep inside the run."""
+    must_be = {"positive": ("seq_len", "micro_batch_seqs", "tokens_per_step", "val_seq_len", "val_tokens",
+                            "train_log_every", "num_layers", "model_dim", "num_heads", "head_dim", "num_iterations",
+                            "temperature", "collective_timeout"),
+               "0 or more": ("val_loss_every", "checkpoint_every", "keep_checkpoints", "warmup_steps",
+                             "profile_steps", "top_k", "max_new_tokens", "cpu_threads", "memory_cap_gib")}
+    for expected, names in must_be.items():
+        for name in names:
+            if getattr(args, name) < (0 if expected == "0 or more" else 1e-300):
+                raise ConfigError(f"--{name}={getattr(args, name)!r} must be {expected}")
     L = args.num_layers
     checks = [
+        ("vocab_size", args.vocab_size > EOT, f"more than {EOT} (the GPT-2 tokens)"),
         ("window_pattern", args.window_pattern and set(args.window_pattern) <= {"S", "L"}, "a string of S and L"),
         ("no_attn_layers", all(0 <= i < L for i in args.no_attn_layers), f"layer indices in 0..{L - 1}"),
         ("no_mlp_layers", all(0 <= i < L for i in args.no_mlp_layers), f"layer indices in 0..{L - 1}"),
@@ -253,14 +336,12 @@ def validate(args):
         ("muon_ortho", args.muon_ortho in ("ns5", "polar"), "ns5 or polar"),
         ("window_blocks_start", 1 <= args.window_blocks_start, "at least 1"),
         ("window_blocks_end", args.window_blocks_start <= args.window_blocks_end, "at least window_blocks_start"),
-        ("num_iterations", args.num_iterations >= 1, "at least 1"),
         ("cooldown_frac", 0 <= args.cooldown_frac <= 1, "between 0 and 1"),
         ("val_tokens", args.val_tokens > 0 and args.val_tokens % args.val_seq_len == 0,
          f"a positive multiple of val_seq_len = {args.val_seq_len}"),
         ("seq_len", args.seq_len % BLOCK == 0, f"a multiple of the {BLOCK}-token attention block"),
         ("val_seq_len", args.val_seq_len % BLOCK == 0, f"a multiple of the {BLOCK}-token attention block"),
         ("num_layers", args.num_layers >= 2, "at least 2"),
-        ("profile_steps", args.profile_steps >= 0, "0 (off) or more"),
     ]
     for name, ok, expected in checks:
         if not ok:
@@ -283,7 +364,7 @@ def parse_batch_schedule(args):
 # Distributed setup
 
 
-def setup_distributed(device_name="", cpu_threads=1):
+def setup_distributed(device_name="", cpu_threads=1, timeout_s=600):
     """torchrun's environment when present (NCCL on CUDA, gloo on CPU), else one process. -> rank, world, device
 
     On CPU every process runs cpu_threads threads: ATen cuts a large sum into one chunk per thread, so the
@@ -298,8 +379,8 @@ def setup_distributed(device_name="", cpu_threads=1):
         torch.cuda.set_device(device)
     elif cpu_threads:
         torch.set_num_threads(cpu_threads)
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if world_size > 1 and not dist.is_initialized():  # a collective that waits timeout_s for a rank fails
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(seconds=timeout_s))
     return rank, world_size, device
 
 
@@ -1177,20 +1258,40 @@ def start_profiler(args, device):
     return prof
 
 
-def save_checkpoint(path, model, muon, adam, stream, step, train_time_ms, args):
-    """Write atomically (tmp file + rename): an interrupted save never replaces a good checkpoint."""
-    state = dict(args=dataclasses.asdict(args), step=step, train_time_ms=train_time_ms, model=model.state_dict(),
-                 muon=muon.state_dict(), adam=adam.state_dict(), stream=stream.state_dict(),
-                 rng=torch.get_rng_state(),
-                 cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    torch.save(state, path + ".tmp")
+def save_atomically(state, path):
+    """tmp file + rename: an interrupted save never replaces a good file; a checksum of it all goes with it."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    torch.save({**state, "checksum": checksum(state)}, path + ".tmp")
     os.replace(path + ".tmp", path)
+
+
+def save_checkpoint(path, model, muon, adam, stream, step, train_time_ms, args):
+    """Everything a resume needs; then the oldest step_*.pt beyond the newest keep_checkpoints go."""
+    save_atomically(dict(args=dataclasses.asdict(args), step=step, train_time_ms=train_time_ms,
+                         model=model.state_dict(), muon=muon.state_dict(), adam=adam.state_dict(),
+                         stream=stream.state_dict(), rng=torch.get_rng_state(),
+                         cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None), path)
+    if args.keep_checkpoints:
+        for old in sorted(glob.glob(os.path.join(os.path.dirname(path), "step_*.pt")))[:-args.keep_checkpoints]:
+            os.remove(old)
+
+
+def export_weights(args):
+    """--export: the weights of --resume's checkpoint in bf16 with its hyperparameters, for sampling or
+    fine-tuning elsewhere (`--sample=` reads it too)."""
+    if not args.resume:
+        raise ConfigError("--export needs --resume=CHECKPOINT, the checkpoint to export")
+    state = load_checkpoint_file(args.resume)
+    weights = {k: v.bfloat16() if v.is_floating_point() else v for k, v in state["model"].items()}
+    save_atomically(dict(args=state["args"], step=state["step"], model=weights), args.export)
+    print(f"exported {sum(v.numel() for v in weights.values()):,} weights (bf16) of {args.resume} at step"
+          f" {state['step']} to {args.export}")
 
 
 def load_checkpoint(path, model, muon, adam, stream):
     """Restore model, optimizers, loader position and RNG; -> (step, train_time_ms)."""
     state = load_checkpoint_file(path)
+    load_checkpoint_file.cache_clear()  # the run holds its own copy now
     model.load_state_dict(state["model"])
     muon.load_state_dict(state["muon"])
     adam.load_state_dict(state["adam"])
@@ -1250,8 +1351,28 @@ def parameter_counts(model):
                 lm_head=count(groups["head"]), scalars=count(groups["scalar"]))
 
 
+def check_start(args, world_size):
+    """Everything that can be known wrong before the log is created: data, batch arithmetic, where the log and
+    checkpoints go. A failed start leaves no file behind and does not use up the run_id."""
+    TokenStream(args.train_files, args.seq_len, args.micro_batch_seqs)  # shards exist and are valid
+    load_val_sequences(args.val_files, args.val_tokens, args.val_seq_len)
+    for stage_start, tokens in parse_batch_schedule(args):
+        grad_accum_steps(tokens, world_size, args.micro_batch_seqs * args.seq_len)
+    for folder in ("logs", f"logs/{args.run_id}"):
+        try:
+            if os.path.exists(folder) or folder == "logs":
+                os.makedirs(folder, exist_ok=True)
+                tempfile.TemporaryFile(dir=folder).close()
+        except OSError as e:
+            raise ConfigError(f"cannot write to {folder}/ ({e.strerror or e}); run where it is writable") from None
+
+
 def train(args, argv):
-    rank, world_size, device = setup_distributed(args.device, args.cpu_threads)
+    rank, world_size, device = setup_distributed(args.device, args.cpu_threads, args.collective_timeout)
+    if device.type == "cuda" and "expandable_segments" not in os.environ.get("PYTORCH_CUDA_ALLOC_CONF", ""):
+        # segments grow in place instead of one cached per size (record 2025-08-23 sets it; on the virtual
+        # H100 the record preset reserves 55 GiB without it for 29 GiB allocated)
+        torch.cuda.memory._set_allocator_settings("expandable_segments:True")
     if args.memory_cap_gib and device.type == "cuda":
         total = torch.cuda.get_device_properties(device).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_cap_gib * 2**30 / total), device)
@@ -1260,13 +1381,14 @@ def train(args, argv):
     run = [run_id, os.path.exists(f"logs/{run_id}.txt")]
     if world_size > 1:
         dist.broadcast_object_list(run, src=0)  # rank 0's fresh id and its answer, before anything is written
-    if run[1]:
-        raise ConfigError(f"logs/{run[0]}.txt already exists; choose another --run_id")
+    if run[1] and args.resume != "auto":
+        raise ConfigError(f"logs/{run[0]}.txt already exists; choose another --run_id (or continue it with"
+                          " --resume=auto)")
     args = dataclasses.replace(args, run_id=run[0])
+    check_start(args, world_size)
     log = Logger(f"logs/{args.run_id}.txt", rank == 0)
     log_header(log, args, argv, world_size, device)
-    for stage_start, tokens in parse_batch_schedule(args):  # fail now, not at the stage's first step
-        grad_accum_steps(tokens, world_size, args.micro_batch_seqs * args.seq_len)
+    log(f"log: logs/{args.run_id}.txt checkpoints: logs/{args.run_id}/")
 
     raw_model = build_model(args, device)
     log(f"parameters: {json.dumps(parameter_counts(raw_model))} fp8_head: {raw_model.use_fp8}")
@@ -1281,12 +1403,12 @@ def train(args, argv):
                          rank, world_size)
     val_seqs = load_val_sequences(args.val_files, args.val_tokens, args.val_seq_len)
     token_bytes = gpt2_token_bytes(args.vocab_size)
-    step, train_time_ms = 0, 0.0
-    if args.resume:
-        step, train_time_ms = load_checkpoint(args.resume, raw_model, muon, adam, stream)
-        log(f"resumed from {args.resume} at step {step}")
-    run_loop(args, model, raw_model, muon, adam, stream, val_seqs, token_bytes, step, train_time_ms,
-             log, rank, world_size, device)
+    step, train_time_ms, checkpoint = 0, 0.0, resume_path(args.resume, args.run_id)
+    if checkpoint:
+        step, train_time_ms = load_checkpoint(checkpoint, raw_model, muon, adam, stream)
+        log(f"resumed{' (auto)' if args.resume == 'auto' else ''} from {checkpoint} at step {step}")
+    stopped = run_loop(args, model, raw_model, muon, adam, stream, val_seqs, token_bytes, step, train_time_ms,
+                          log, rank, world_size, device)
     if device.type == "cuda":
         log(f"peak memory allocated: {torch.cuda.max_memory_allocated() // 2**20} MiB"
             f" reserved: {torch.cuda.max_memory_reserved() // 2**20} MiB")
@@ -1294,73 +1416,119 @@ def train(args, argv):
         import resource  # CPU: the process's peak resident memory stands in for both
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
         log(f"peak memory allocated: {peak_mib} MiB reserved: {peak_mib} MiB")
-    if world_size > 1:  # rank 0 may still be writing the final checkpoint: leave together, then tear down
+    if world_size > 1:  # rank 0 may still be writing a checkpoint: leave together, then tear down
         dist.barrier()
+    saved = sorted(glob.glob(f"logs/{args.run_id}/*.pt"), key=os.path.getmtime)
+    if stopped:
+        signum, step = stopped
+        where = f"checkpoint {saved[-1]}; continue with --run_id={args.run_id} --resume=auto" if saved else "no checkpoint"
+        log(f"stopped by {signal.Signals(signum).name} after step {step}: {where}")
+        raise SystemExit(128 + signum)
+    log(f"done: log logs/{args.run_id}.txt, checkpoint {saved[-1] if saved else 'none (--save_checkpoint=false)'}")
 
 
 def tokens_before(step, args):
     return sum(tokens_per_step_at(s, args) for s in range(step))
 
 
+class StopRequest:
+    """SIGTERM or SIGINT (a preemption, Ctrl-C): the run finishes the step in progress, checkpoints and exits
+    128 + the signal (143, 130). The ranks agree on the step through the process group's store, without waiting
+    on the GPU: the first rank to see the signal names the step after its next one, which every rank can still
+    reach (no rank gets a step ahead of another), and each stops there. A second Ctrl-C stops at once."""
+
+    def __init__(self, world_size):
+        self.signal = None
+        self.store = dist.distributed_c10d._get_default_store() if world_size > 1 else None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self.catch)
+
+    def catch(self, signum, frame):
+        if self.signal == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = self.signal or signum
+
+    def stop_at(self, step):
+        """The step to stop at (`step` steps are done), or None."""
+        if self.store is None:
+            return step if self.signal else None
+        if self.signal:
+            self.store.compare_set("stop_at", "", str(step + 1))  # the first rank's word stands
+        return int(self.store.get("stop_at")) if self.store.check(["stop_at"]) else None
+
+
 def run_loop(args, model, raw_model, muon, adam, stream, val_seqs, token_bytes, step, train_time_ms,
              log, rank, world_size, device):
-    """Steps from `step` to num_iterations. The clock covers training steps only: it stops for validation and
-    checkpoints (as the records count it). Train loss is read back only at log steps, so there is no
-    per-step host sync."""
-    N, peak = args.num_iterations, peak_flops(device)
+    """Steps from `step` to num_iterations; -> (signal, step) if a signal stopped it. The clock covers training
+    steps only, each once: it stops for validation, checkpoints and a profile's trace (as the records count
+    it). Train loss is read back only at log steps, so there is no per-step host sync."""
+    N, peak, start = args.num_iterations, peak_flops(device), step
     loss_sum, logged_step, logged_time = torch.zeros((), device=device), step, train_time_ms
     first_bad_step = torch.full((), N + 1, device=device)  # first step with a non-finite loss, N + 1 = none
     synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     profiler = start_profiler(args, device) if args.profile_steps and rank == 0 else None
+    stop = StopRequest(world_size)
     synchronize()
     t0 = time.perf_counter()
-    while True:
-        last = step == N
-        if last or (args.val_loss_every and step % args.val_loss_every == 0):
-            synchronize()
-            train_time_ms += 1000 * (time.perf_counter() - t0)
-            windows = window_tensor(step, args, device)
-            val_loss, val_bpb = evaluate(model, val_seqs, args, windows, token_bytes, rank, world_size, device)
-            bpb_text = f"{val_bpb:.4f}" if val_bpb is not None else "n/a"
-            log(f"step:{step}/{N} val_loss:{val_loss:.4f} val_bpb:{bpb_text} train_time:{train_time_ms:.0f}ms"
-                f" step_avg:{train_time_ms / max(step, 1):.2f}ms tokens:{tokens_before(step, args)}")
-            t0 = time.perf_counter()
-        if last or (args.checkpoint_every and step % args.checkpoint_every == 0 and step > 0):
-            if rank == 0 and args.save_checkpoint:
-                name = "final" if last else f"step_{step:06d}"
-                save_checkpoint(f"logs/{args.run_id}/{name}.pt", raw_model, muon, adam, stream, step,
-                                train_time_ms + 1000 * (time.perf_counter() - t0), args)
-            t0 = time.perf_counter()  # checkpoint writing is not training time
-        if last:
-            if profiler is not None:
-                profiler.stop()
-                log(f"profile: logs/{args.run_id}/profile.txt, trace: logs/{args.run_id}/trace.json")
-            return
-        windows = apply_schedules(step, args, raw_model, muon, adam)
-        batches = to_device(stream.next_step(tokens_per_step_at(step, args)), device)
-        loss = train_step(model, raw_model, batches, windows, muon, adam, world_size, check_grads=step == 0)
-        loss_sum += loss
-        step += 1  # numbered like the log lines: step:1 is the loss of the first step
-        if profiler is not None:
-            profiler.step()
-        first_bad_step = torch.where(torch.isfinite(loss), first_bad_step, first_bad_step.clamp(max=step))
-        if step % args.train_log_every == 0 or step == N:
-            if world_size > 1:  # each rank holds its own share of the batch: log the whole batch's mean
-                dist.all_reduce(loss_sum)
-                loss_sum /= world_size
-                dist.all_reduce(first_bad_step, op=dist.ReduceOp.MIN)
-            if args.check_finite and first_bad_step.item() <= N:
-                raise FloatingPointError(f"loss is {loss.item()} (non-finite) at step {first_bad_step.item()}; "
-                                         "lower the learning rates or check the data")
-            synchronize()
-            now_ms = train_time_ms + 1000 * (time.perf_counter() - t0)
-            interval_s = max(now_ms - logged_time, 1e-6) / 1000
-            tok_per_s = (tokens_before(step, args) - tokens_before(logged_step, args)) / interval_s
-            mfu = f"{100 * flops_per_token(args, step) * tok_per_s / (peak * world_size):.1f}%" if peak else "n/a"
-            log(f"step:{step}/{N} train_loss:{(loss_sum / (step - logged_step)).item():.4f} train_time:{now_ms:.0f}ms"
-                f" step_avg:{now_ms / step:.2f}ms tokens:{tokens_before(step, args)} tok/s:{tok_per_s:.0f} mfu:{mfu}")
-            loss_sum.zero_()
-            logged_step, logged_time = step, now_ms
+    try:
+        while True:
+            last, stop_now = step == N, stop.stop_at(step) == step
+            validate = last or (args.val_loss_every and step % args.val_loss_every == 0)
+            checkpoint = last or stop_now or (args.checkpoint_every and step % args.checkpoint_every == 0 and step > start)
+            if validate or checkpoint:  # the clock stops
+                synchronize()
+                train_time_ms += 1000 * (time.perf_counter() - t0)
+            if validate and not stop_now:
+                windows = window_tensor(step, args, device)
+                val_loss, val_bpb = evaluate(model, val_seqs, args, windows, token_bytes, rank, world_size, device)
+                bpb_text = f"{val_bpb:.4f}" if val_bpb is not None else "n/a"
+                log(f"step:{step}/{N} val_loss:{val_loss:.4f} val_bpb:{bpb_text} train_time:{train_time_ms:.0f}ms"
+                    f" step_avg:{train_time_ms / max(step, 1):.2f}ms tokens:{tokens_before(step, args)}")
+            if checkpoint and args.save_checkpoint and rank == 0:
+                path = f"logs/{args.run_id}/{'final' if last else f'step_{step:06d}'}.pt"
+                save_checkpoint(path, raw_model, muon, adam, stream, step, train_time_ms, args)
+            if last or stop_now:
+                if profiler is not None:
+                    profiler.stop()
+                    log(f"profile: logs/{args.run_id}/profile.txt, trace: logs/{args.run_id}/trace.json")
+                return (stop.signal, step) if stop_now else None
+            if validate or checkpoint:
+                t0 = time.perf_counter()
+            windows = apply_schedules(step, args, raw_model, muon, adam)
+            batches = to_device(stream.next_step(tokens_per_step_at(step, args)), device)
+            loss = train_step(model, raw_model, batches, windows, muon, adam, world_size, check_grads=step == 0)
+            loss_sum += loss
+            step += 1  # numbered like the log lines: step:1 is the loss of the first step
+            if profiler is not None:  # the profiler writes its trace in a step() call: not training time
+                synchronize()
+                paused = time.perf_counter()
+                profiler.step()
+                t0 += time.perf_counter() - paused
+            first_bad_step = torch.where(torch.isfinite(loss), first_bad_step, first_bad_step.clamp(max=step))
+            if step % args.train_log_every == 0 or step in (1, 10, N):  # early lines show the run is alive
+                if world_size > 1:  # each rank holds its own share of the batch: log the whole batch's mean
+                    dist.all_reduce(loss_sum)
+                    loss_sum /= world_size
+                    dist.all_reduce(first_bad_step, op=dist.ReduceOp.MIN)
+                if args.check_finite and first_bad_step.item() <= N:
+                    raise FloatingPointError(f"loss is {loss.item()} (non-finite) at step {first_bad_step.item()}; "
+                                             "lower the learning rates or check the data")
+                synchronize()
+                now_ms = train_time_ms + 1000 * (time.perf_counter() - t0)
+                interval_s = max(now_ms - logged_time, 1e-3) / 1000
+                tok_per_s = (tokens_before(step, args) - tokens_before(logged_step, args)) / interval_s
+                mfu = f"{100 * flops_per_token(args, step) * tok_per_s / (peak * world_size):.1f}%" if peak else "n/a"
+                eta_s = round((N - step) * now_ms / step / 1000)  # at the run's step_avg
+                log(f"step:{step}/{N} train_loss:{(loss_sum / (step - logged_step)).item():.4f} train_time:{now_ms:.0f}ms"
+                    f" step_avg:{now_ms / step:.2f}ms tokens:{tokens_before(step, args)} tok/s:{tok_per_s:.0f} mfu:{mfu}"
+                    f" eta:{eta_s // 60}m{eta_s % 60:02d}s")
+                loss_sum.zero_()
+                logged_step, logged_time = step, now_ms
+    except (RuntimeError, dist.DistBackendError) as e:  # gloo's word for a rank that died or stopped answering
+        if world_size > 1 and re.search(r"time[d ]?out|peer|connection", str(e), re.I):
+            raise RankFailure(f"rank {rank}: no answer from another rank within --collective_timeout="
+                              f"{args.collective_timeout:g}s after step {step} (one died or hangs); stopping") from None
+        raise
 
 
 # -----------------------------------------------------------------------------
@@ -1373,8 +1541,12 @@ def sample(args):
     training: the prompt is a document (EOT first), padded to whole attention blocks."""
     import tiktoken
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    state = load_checkpoint_file(args.sample, device)
+    state = load_checkpoint_file(args.sample)
     train_args = Hyperparameters(**checkpoint_hyperparameters(state))
+    print(f"sampling from {args.sample} (step {state['step']}) with the model it was trained as (preset="
+          f"{train_args.preset!r}, {train_args.num_layers} layers x {train_args.model_dim}); model fields given here"
+          " are ignored, --prompt, --max_new_tokens, --temperature, --top_k, --seed and --device apply",
+          file=sys.stderr)
     model = build_model(train_args, device).eval()
     model.load_state_dict(state["model"])
     enc = tiktoken.get_encoding("gpt2")
@@ -1407,8 +1579,10 @@ def main(argv):
         args = parse_args(argv)
         if args.sample:
             return sample(args)
+        if args.export:
+            return export_weights(args)
         train(args, argv)
-    except (ConfigError, ShardError, FloatingPointError) as e:
+    except (ConfigError, ShardError, FloatingPointError, RankFailure) as e:
         sys.exit(f"train_gpt.py: {e}")
     except torch.OutOfMemoryError:
         sys.exit("train_gpt.py: out of GPU memory. Lower --micro_batch_seqs or --seq_len (gradient accumulation "

@@ -8,9 +8,11 @@ A .txt file is one document; a .jsonl file holds one document per line as {"text
 lines skipped). Text is encoded with tiktoken's gpt2 encoding (encode_ordinary, so a literal
 "<|endoftext|>" in the text stays plain text) and every document is preceded by EOT 50256.
 
-Output, in --out (default data/NAME/ next to this script):
-    NAME_val_000000.bin     the first --val_tokens tokens of the stream (a document may be split at the
-                            boundary, as in FineWeb's val shard); none with --val_tokens=0
+Output, in --out (default data/NAME/ next to this script), written all at once at the end (a failed run
+leaves nothing behind, so a rerun after a fix just works):
+    NAME_val_000000.bin     the first --val_tokens + 1 tokens of the stream: train_gpt.py's --val_tokens=N
+                            needs the +1 as the last target (a document may be split at the boundary, as in
+                            FineWeb's val shard); none with --val_tokens=0
     NAME_train_000001.bin   the rest, --shard_tokens tokens per shard, the last one partial
     NAME_train_000002.bin ...
 --val_tokens defaults to 10,485,760, the number of val tokens train_gpt.py evaluates by default; for a
@@ -21,7 +23,9 @@ import argparse
 import json
 import multiprocessing
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -89,7 +93,7 @@ def tokenize(document):
 def write_shards(token_arrays, out_dir, name, shard_tokens, val_tokens):
     """Pack a stream of token arrays into shards: val first (index 0), then train shards from index 1."""
     index = 0 if val_tokens else 1
-    buffer, filled = np.empty(val_tokens or shard_tokens, dtype=np.uint16), 0
+    buffer, filled = np.empty(val_tokens + 1 if val_tokens else shard_tokens, dtype=np.uint16), 0
     n_docs, n_tokens, start = 0, 0, time.time()
 
     def flush():
@@ -133,13 +137,20 @@ def main():
         tiktoken.get_encoding("gpt2")
     except Exception as e:
         sys.exit(f"error: cannot load tiktoken's gpt2 encoding (offline? set TIKTOKEN_CACHE_DIR): {e}")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{args.name}-", dir=out_dir.parent))  # shards go here until all are done
     try:
         with multiprocessing.Pool(args.workers, initializer=init_worker) as pool:
             token_arrays = pool.imap(tokenize, iter_documents(args.inputs), chunksize=16)  # in input order
-            write_shards(token_arrays, out_dir, args.name, args.shard_tokens, args.val_tokens)
+            write_shards(token_arrays, work, args.name, args.shard_tokens, args.val_tokens)
+        out_dir.mkdir(exist_ok=True)
+        for shard in sorted(work.iterdir()):
+            shard.rename(out_dir / shard.name)
+        print(f"shards in {out_dir}")
     except InputError as e:
         sys.exit(f"error: {e}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ def test_preset_then_overrides():
     (["--batch_schedule=100-3"], "--batch_schedule: '100-3' is not STEP:TOKENS"),
     (["--seq_len=1000"], "--seq_len=1000 must be a multiple of the 128-token attention block"),
     (["--val_tokens=100000"], "--val_tokens=100000 must be a positive multiple of val_seq_len = 262144"),
-    (["--profile_steps=-1"], "--profile_steps=-1 must be 0 (off) or more"),
+    (["--profile_steps=-1"], "--profile_steps=-1 must be 0 or more"),
+    (["--seq_len=0"], "--seq_len=0 must be positive"), (["--top_k=-1"], "--top_k=-1 must be 0 or more"),
     (["--resume=no/such.pt"], "cannot read checkpoint no/such.pt"),
 ])
 def test_bad_values_are_one_line_errors_naming_the_field(argv, message):

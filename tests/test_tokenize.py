@@ -80,7 +80,8 @@ def test_shards_round_trip_exactly_for_any_worker_count(tmp_path, gpt2_encoding)
     assert [p.name for p in paths] == ["mine_val_000000.bin"] + train_names
     assert stdout[2].count("wrote ") == len(paths)  # a progress line per shard
     val, train = train_gpt.read_shard(paths[0]), [train_gpt.read_shard(p) for p in paths[1:]]
-    assert len(val) == VAL_TOKENS
+    assert len(val) == VAL_TOKENS + 1  # the last target too: train_gpt.py --val_tokens=VAL_TOKENS reads them all
+    assert train_gpt.load_val_sequences(str(paths[0]), VAL_TOKENS, VAL_TOKENS).shape == (1, VAL_TOKENS + 1)
     assert [len(t) for t in train[:-1]] == [SHARD_TOKENS] * (n_train - 1) and 0 < len(train[-1]) <= SHARD_TOKENS
 
     stream = np.concatenate([val, *train]).astype(np.int64)
@@ -104,8 +105,9 @@ def test_write_shards_sizes_and_order(tmp_path, val_tokens):
     names += [f"syn_train_{i:06d}.bin" for i in range(1, len(paths) + 1 - len(names))]
     assert [p.name for p in paths] == names
     shards = [np.asarray(train_gpt.read_shard(p)) for p in paths]
-    n_full, rest = divmod(30 - val_tokens, 10)
-    assert [len(s) for s in shards] == [val_tokens] * bool(val_tokens) + [10] * n_full + [rest] * bool(rest)
+    val = val_tokens + 1 if val_tokens else 0  # val_tokens and the last target
+    n_full, rest = divmod(30 - val, 10)
+    assert [len(s) for s in shards] == [val] * bool(val_tokens) + [10] * n_full + [rest] * bool(rest)
     np.testing.assert_array_equal(np.concatenate(shards), np.concatenate(docs))
 
 
@@ -122,6 +124,11 @@ def test_bad_jsonl_line_is_a_one_line_error(tmp_path, gpt2_encoding, line, messa
     assert returncode != 0
     assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
     assert f"{bad}:3:" in stderr and message in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl"]  # no shard, no half-written folder
+    bad.write_text('{"text": "fine"}\n{"text": "also fine"}\n', encoding="utf-8")  # fixed: a rerun works
+    returncode, stderr = run_script(bad, "--name", "bad", "--out", tmp_path / "out", "--val_tokens", 3)
+    assert returncode == 0 and [p.name for p in shard_paths(tmp_path / "out", "bad")] == [
+        "bad_val_000000.bin", "bad_train_000001.bin"], stderr
 
 
 def test_unsupported_extension_and_missing_input_are_errors(tmp_path, gpt2_encoding):

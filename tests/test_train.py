@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -232,3 +233,102 @@ def test_bench_script_runs_and_ends_with_the_table(proxy_dir):
     unknown = subprocess.run(["bash", str(ROOT / "bench.sh")], env=dict(env, BENCH_RUNS="fast"), capture_output=True,
                              text=True)
     assert unknown.returncode == 2 and "unknown run 'fast'" in unknown.stdout
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(synthetic_data, tmp_path_factory):
+    """A 4-step run of the tiny model with checkpoints at 2 and 4: -> its folder (cwd) and run_id."""
+    _, data_args = synthetic_data
+    cwd = tmp_path_factory.mktemp("ckpt")
+    run(cwd, *TINY, *data_args, "--num_iterations=4", "--val_loss_every=4", "--checkpoint_every=2",
+        "--run_id=tiny")
+    return cwd
+
+
+def files_under(path):
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+
+
+@pytest.mark.parametrize("case", ["--seq_len=0", "--micro_batch_seqs=0", "--train_log_every=0", "--head_dim=0",
+                                  "--tokens_per_step=0", "resume a text file", "resume another shape",
+                                  "sample with top_k -1", "unwritable logs", "unwritable checkpoint folder"])
+def test_bad_input_is_one_line_and_writes_nothing(synthetic_data, tiny_checkpoint, tmp_path, case):
+    _, data_args = synthetic_data
+    shutil.copy(tiny_checkpoint / "logs/tiny/step_000002.pt", tmp_path / "tiny.pt")
+    (tmp_path / "notes.txt").write_text("not a checkpoint\n")
+    argv, expected = {
+        "resume a text file": (["--resume=notes.txt"], "train_gpt.py: cannot read checkpoint notes.txt: "),
+        "resume another shape": (["--resume=tiny.pt", "--preset=medium"],
+                                 "train_gpt.py: tiny.pt holds another model: --num_layers=16 (trained: 4)"),
+        "sample with top_k -1": (["--sample=tiny.pt", "--top_k=-1"], "train_gpt.py: --top_k=-1 must be 0 or more"),
+        "unwritable logs": (["--run_id=x"], "train_gpt.py: cannot write to logs/ "),
+        "unwritable checkpoint folder": (["--run_id=x"], "train_gpt.py: cannot write to logs/x/ "),
+    }.get(case, ([case], f"train_gpt.py: {case} must be positive"))
+    if case == "unwritable logs":
+        (tmp_path / "logs").write_text("a file where the logs folder should be\n")
+    if case == "unwritable checkpoint folder":
+        (tmp_path / "logs").mkdir()
+        (tmp_path / "logs/x").write_text("a file where the run's checkpoint folder should be\n")
+    before = files_under(tmp_path)
+    model = [] if case == "resume another shape" else TINY  # the checkpoint's model, then --preset=medium's
+    result = run(tmp_path, *model, *data_args, *argv, check=False)
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith(expected), result.stderr
+    assert files_under(tmp_path) == before
+
+
+def test_train_time_counts_every_step_once_with_checkpoints(synthetic_data, tmp_path):
+    """Checkpoints and validation stop the clock and it restarts where it stopped: train_time grows at every
+    step, and a run with checkpoints takes about as long as one without."""
+    _, data_args = synthetic_data
+    common = [*TINY, *data_args, "--num_iterations=6", "--val_loss_every=6", "--train_log_every=1"]
+    run(tmp_path, *common, "--run_id=plain")
+    run(tmp_path, *common, "--run_id=saving", "--checkpoint_every=1")
+    times = {}
+    for run_id in ("plain", "saving"):
+        text = (tmp_path / f"logs/{run_id}.txt").read_text()
+        train = [float(t) for t in re.findall(r"^step:\d+/6 train_loss:\S+ train_time:(\d+)ms", text, re.M)]
+        val = float(re.search(r"^step:6/6 val_loss:\S+ val_bpb:\S+ train_time:(\d+)ms", text, re.M)[1])
+        assert len(train) == 6 and all(b > a for a, b in zip(train, train[1:])), train
+        assert abs(val - train[-1]) <= 1  # the same instant: the clock stopped at step 6
+        times[run_id] = val
+    assert 0.7 < times["saving"] / times["plain"] < 1.4, times
+
+
+def test_tok_s_after_a_resume_is_the_steps_own(synthetic_data, tiny_checkpoint, tmp_path):
+    _, data_args = synthetic_data
+    shutil.copy(tiny_checkpoint / "logs/tiny/step_000002.pt", tmp_path / "tiny.pt")
+    run(tmp_path, *data_args, "--resume=tiny.pt", "--train_log_every=1", "--run_id=again")  # its own settings
+    first = re.search(r"^step:3/4 train_loss:\S+ train_time:\S+ step_avg:\S+ tokens:\d+ tok/s:(\d+) mfu:\S+ eta:\d+m\d\ds$",
+                      (tmp_path / "logs/again.txt").read_text(), re.M)
+    straight = re.findall(r"^step:\d/4 train_loss.* tok/s:(\d+)", (tiny_checkpoint / "logs/tiny.txt").read_text(), re.M)
+    assert first and 0.2 < int(first[1]) / np.median([int(t) for t in straight]) < 5
+
+
+def test_damaged_checkpoint_is_refused_by_resume_and_sample(synthetic_data, tiny_checkpoint, tmp_path):
+    _, data_args = synthetic_data
+    data = bytearray((tiny_checkpoint / "logs/tiny/step_000002.pt").read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 4096] = np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    (tmp_path / "damaged.pt").write_bytes(bytes(data))
+    for argv in (["--resume=damaged.pt", *data_args], ["--sample=damaged.pt", "--prompt=Hi"]):
+        result = run(tmp_path, *argv, check=False)
+        assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1
+        assert result.stderr.startswith("train_gpt.py: ") and "damaged.pt" in result.stderr, result.stderr
+    assert not (tmp_path / "logs").exists()
+
+
+def test_keep_checkpoints_and_export(synthetic_data, tmp_path, gpt2_encoding):
+    _, data_args = synthetic_data
+    run(tmp_path, *TINY, *data_args, "--num_iterations=5", "--val_loss_every=0", "--checkpoint_every=1",
+        "--keep_checkpoints=2", "--run_id=kept")
+    assert sorted(p.name for p in (tmp_path / "logs/kept").iterdir()) == ["final.pt", "step_000003.pt",
+                                                                         "step_000004.pt"]
+    result = run(tmp_path, "--resume=logs/kept/final.pt", "--export=small.pt")
+    assert "to small.pt" in result.stdout
+    export = torch.load(tmp_path / "small.pt", weights_only=False)
+    assert set(export) == {"args", "step", "model", "checksum"} and export["step"] == 5
+    assert all(t.dtype == torch.bfloat16 for t in export["model"].values() if t.is_floating_point())
+    assert (tmp_path / "small.pt").stat().st_size < 0.6 * (tmp_path / "logs/kept/final.pt").stat().st_size
+    sampled = run(tmp_path, "--sample=small.pt", "--prompt=The", "--max_new_tokens=5", "--num_layers=9")
+    assert "model fields given here are ignored" in sampled.stderr and "The" in sampled.stdout

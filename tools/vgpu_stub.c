@@ -86,7 +86,7 @@ static int attribute(int attr) {
     case CU_DEVICE_ATTRIBUTE_ASYNC_ENGINE_COUNT: return 2;
     case CU_DEVICE_ATTRIBUTE_CLUSTER_LAUNCH: return d->major >= 9;
     case CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED: return 0;  /* no cudaMallocAsync pools here */
-    case CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED: return 0;
+    case CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED: return 1;  /* expandable segments */
     default: return 1;  /* the boolean capabilities: unified addressing, concurrent kernels, ... */
   }
 }
@@ -530,6 +530,46 @@ CUresult cuMemAlloc(CUdeviceptr *ptr, size_t size) { return device_alloc((void *
 CUresult cuMemFree(CUdeviceptr ptr) { device_free((void *)ptr); return CUDA_SUCCESS; }
 CUresult cuMemGetInfo(size_t *free_bytes, size_t *total) { cudaMemGetInfo(free_bytes, total); return CUDA_SUCCESS; }
 CUresult cuStreamSynchronize(CUstream s) { return CUDA_SUCCESS; }
+
+/* virtual memory management, for the caching allocator's expandable segments: address ranges are reserved
+   address space, physical allocations only count against the card's memory */
+CUresult cuMemGetAllocationGranularity(size_t *granularity, const CUmemAllocationProp *prop,
+                                       CUmemAllocationGranularity_flags option) {
+  *granularity = 2u << 20;
+  return CUDA_SUCCESS;
+}
+CUresult cuMemAddressReserve(CUdeviceptr *ptr, size_t size, size_t alignment, CUdeviceptr addr,
+                             unsigned long long flags) {
+  void *p = mmap(NULL, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return refuse(CUDA_ERROR_OUT_OF_MEMORY, "cuMemAddressReserve: no address space");
+  *ptr = (CUdeviceptr)p;
+  return CUDA_SUCCESS;
+}
+CUresult cuMemAddressFree(CUdeviceptr ptr, size_t size) { munmap((void *)ptr, size); return CUDA_SUCCESS; }
+CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size, const CUmemAllocationProp *prop,
+                     unsigned long long flags) {
+  pthread_mutex_lock(&lock);
+  int full = device_bytes + size > total_memory();
+  if (!full) device_bytes += size;
+  pthread_mutex_unlock(&lock);
+  if (full) return refuse(CUDA_ERROR_OUT_OF_MEMORY, "cuMemCreate: the card is full");
+  *handle = (CUmemGenericAllocationHandle)size;  /* the handle is the size: all cuMemRelease needs */
+  return CUDA_SUCCESS;
+}
+CUresult cuMemRelease(CUmemGenericAllocationHandle handle) {
+  pthread_mutex_lock(&lock);
+  device_bytes -= (size_t)handle;
+  pthread_mutex_unlock(&lock);
+  return CUDA_SUCCESS;
+}
+CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset, CUmemGenericAllocationHandle h,
+                  unsigned long long flags) {
+  return CUDA_SUCCESS;
+}
+CUresult cuMemUnmap(CUdeviceptr ptr, size_t size) { return CUDA_SUCCESS; }
+CUresult cuMemSetAccess(CUdeviceptr ptr, size_t size, const CUmemAccessDesc *desc, size_t count) {
+  return CUDA_SUCCESS;
+}
 
 /* ---------------------------------------------------------------- cuBLAS and cuBLASLt */
 

@@ -54,10 +54,13 @@ def cuda_python():
     return path if os.path.exists(path) else None
 
 
-def cuda_headers(python):
-    """cuda.h and driver_types.h of the CUDA version the torch build was made with (its nvidia-* wheels)."""
-    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+def site_packages(python):
+    return subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
+
+
+def cuda_headers(site):
+    """cuda.h and driver_types.h of the CUDA version the torch build was made with (its nvidia-* wheels)."""
     found = sorted(glob.glob(os.path.join(site, "nvidia", "*", "include", "cuda.h")) +
                    glob.glob(os.path.join(site, "nvidia", "cuda_runtime", "include", "cuda.h")))
     if not found:
@@ -65,9 +68,9 @@ def cuda_headers(python):
     return os.path.dirname(found[-1])
 
 
-def build_stub(python):
+def build_stub(site):
     """Compile tools/vgpu_stub.c into .vgpu/libcuda.so.1 (again when the source or headers change)."""
-    include = cuda_headers(python)
+    include = cuda_headers(site)
     with open(STUB, "rb") as f:
         key = hashlib.sha256(f.read() + include.encode()).hexdigest()[:16]
     lib = os.path.join(BUILD, "libcuda.so.1")
@@ -107,10 +110,10 @@ def ptxas(argv):
     start = time.perf_counter()
     code = subprocess.run([os.environ["VGPU_REAL_PTXAS"], *argv]).returncode
     ptx = next((a for a in argv if a.endswith(".ptx")), None)
-    kernel = "?"
-    if ptx and os.path.exists(ptx):
-        found = re.search(r"\.entry (\w+)", open(ptx).read())
-        kernel = found[1] if found else kernel
+    if ptx is None:  # Triton asking for the version
+        return code
+    found = re.search(r"\.entry (\w+)", open(ptx).read()) if os.path.exists(ptx) else None
+    kernel = found[1] if found else "?"
     with open(os.environ["VGPU_PTXAS_LOG"], "a") as f:
         f.write(f"{resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss} {time.perf_counter() - start:.2f} {kernel}\n")
     return code
@@ -121,12 +124,10 @@ def setup():
     if not os.path.exists(os.path.join(VENV, "bin", "python")):
         subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
     subprocess.run([os.path.join(VENV, "bin", "python"), "-m", "pip", "install", "-q", "-r", REQUIREMENTS], check=True)
-    print(f"virtual_gpu: stand-in built at {build_stub(os.path.join(VENV, 'bin', 'python'))}")
+    print(f"virtual_gpu: stand-in built at {build_stub(site_packages(os.path.join(VENV, 'bin', 'python')))}")
 
 
 def main(argv):
-    if argv[:1] == ["ptxas"]:
-        return ptxas(argv[1:])
     if not argv or argv[0] not in ("setup", "check", "fake", "run"):
         raise SystemExit(__doc__)
     if argv[0] == "setup":
@@ -135,18 +136,21 @@ def main(argv):
     if python is None:
         raise SystemExit("virtual_gpu: no CUDA build of torch; run `python tools/virtual_gpu.py setup` "
                          "(or set VGPU_PYTHON to a Python that has one)")
-    lib = build_stub(python)
+    site = site_packages(python)
+    lib = build_stub(site)
     gpu = next((a.split("=", 1)[1] for a in argv if a.startswith("--gpu=")), "h100")
     if gpu not in GPUS:
         raise SystemExit(f"virtual_gpu: --gpu={gpu!r} is not one of {', '.join(GPUS)}")
     env = dict(os.environ, LD_PRELOAD=lib, LD_LIBRARY_PATH=os.pathsep.join([BUILD, os.environ.get("LD_LIBRARY_PATH", "")]),
-               VGPU_GPU=gpu, TRITON_LIBCUDA_PATH=BUILD, VGPU_INNER="1", VGPU_PTXAS_WRAPPER=write_ptxas_wrapper())
+               VGPU_GPU=gpu, TRITON_LIBCUDA_PATH=BUILD, VGPU_INNER="1", TRITON_PTXAS_PATH=write_ptxas_wrapper(),
+               VGPU_REAL_PTXAS=os.path.join(site, "triton", "backends", "nvidia", "bin", "ptxas"))
     levels = ["fake", "run"] if argv[0] == "check" else [argv[0]]  # each level in a process of its own
     codes = []
     for level in levels:
         with tempfile.TemporaryDirectory(prefix="vgpu-cache-") as cache:
             cache = os.environ.get("VGPU_CACHE", cache)  # a cold cache by default: compile times as on a first run
-            env.update(TORCHINDUCTOR_CACHE_DIR=cache, TRITON_CACHE_DIR=os.path.join(cache, "triton"))
+            env.update(TORCHINDUCTOR_CACHE_DIR=cache, TRITON_CACHE_DIR=os.path.join(cache, "triton"),
+                       VGPU_PTXAS_LOG=os.path.join(cache, f"ptxas-{level}.log"))
             codes.append(subprocess.run([python, os.path.abspath(__file__), level, *argv[1:]], env=env).returncode)
     return max(codes)
 
@@ -334,11 +338,8 @@ def inner(argv):
     options = dict(a[2:].split("=", 1) for a in rest if a.startswith(("--gpu=", "--steps=", "--train_gpt=")))
     train_args = [a for a in rest if not a.startswith(("--gpu=", "--steps=", "--train_gpt="))]
     import torch
-    import triton
     warnings.filterwarnings("ignore", "flex_attention called without torch.compile")  # fake step: on purpose
-    log = os.path.join(tempfile.mkdtemp(prefix="vgpu-ptxas-"), "ptxas.log")
-    os.environ.update(VGPU_PTXAS_LOG=log, TRITON_PTXAS_PATH=os.environ["VGPU_PTXAS_WRAPPER"],
-                      VGPU_REAL_PTXAS=os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas"))
+    log = os.environ["VGPU_PTXAS_LOG"]  # every ptxas run of this process and its compile workers
     tg = load_train_gpt(options.get("train_gpt", os.path.join(ROOT, "train_gpt.py")))
     props = torch.cuda.get_device_properties(0)
     runnable = [int(arch[3:]) for arch in torch.cuda.get_arch_list()
@@ -368,4 +369,6 @@ def inner(argv):
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["ptxas"]:  # Triton's ptxas, from inside the inner process
+        sys.exit(ptxas(sys.argv[2:]))
     sys.exit(inner(sys.argv[1:]) if os.environ.get("VGPU_INNER") else main(sys.argv[1:]))
