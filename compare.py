@@ -13,13 +13,19 @@ val_loss, every other step line is a train line) and "peak memory allocated: A M
 Old modded-nanogpt logs (no header, code printed without markers) parse too: a step line must start
 the line with digits ("step:12/3000"), which f-strings in the printed code never do.
 
+A run continued after a restart (--resume) logs some steps again: the later lines of a step replace the earlier.
+Runs of the same code and hyperparameters (seeds aside) form a group: mean ± std of the final val loss and
+train time, and the one-sided t-test of "mean val loss < target" that records/README.md asks of a record.
+
 Training tokens at a step: the line's own tokens:N field (cumulative) if present, else the same step's
 tokens:N from another line, else step x tokens_per_step from the hyperparameters -- unless a
 batch_schedule is set (tokens per step vary), in which case it is unknown (None, shown as "?").
 """
 import argparse
 import json
+import math
 import re
+import statistics
 import sys
 from collections import namedtuple
 from pathlib import Path
@@ -66,7 +72,8 @@ def parse_log(path):
     except OSError as e:
         raise LogError(f"{path}: cannot read ({e.strerror or e})") from None
     run = dict(path=str(path), run_id=path.stem, command=None, world_size=None, device=None, versions=None,
-               hyperparameters={}, total_steps=None, peak_mem_allocated=None, peak_mem_reserved=None, compile_s=None)
+               hyperparameters={}, total_steps=None, peak_mem_allocated=None, peak_mem_reserved=None, compile_s=None,
+               source=[])
     rows, in_source, seen_step, header = [], False, False, set()
     for line in lines:
         if line.strip() == SOURCE_BEGIN:
@@ -74,6 +81,7 @@ def parse_log(path):
         elif line.strip() == SOURCE_END:
             in_source = False
         elif in_source:
+            run["source"].append(line)
             continue
         elif m := STEP_RE.match(line):
             seen_step = True
@@ -109,8 +117,14 @@ def parse_log(path):
             return known[step]
         return step * tps if tps else 0 if step == 0 and known else None
 
+    kept = []
+    for step, f in rows:  # a step logged again after a restart: the run went back there, drop what followed
+        kind = "val_loss" in f
+        if any(s >= step and ("val_loss" in g) == kind for s, g in kept):
+            kept = [(s, g) for s, g in kept if s < step]
+        kept.append((step, f))
     run["val"], run["train"] = [], []
-    for step, f in rows:
+    for step, f in kept:
         t, n = _num(f.get("train_time", "")), tokens(step, f)
         if "val_loss" in f:
             run["val"].append(ValPoint(step, t, n, _num(f["val_loss"]), _num(f.get("val_bpb", ""))))
@@ -187,7 +201,7 @@ def build_figure(runs, reference=False):
     losses = []
     for run in runs:
         pts = [p for p in run["val"] if p.val_loss is not None]
-        losses += [p.val_loss for p in pts if p.step > 0] or [p.val_loss for p in pts]
+        losses += [p.val_loss for p in pts]
         timed = [p for p in pts if p.train_time_ms is not None]
         ax_t.plot([p.train_time_ms / 1000 for p in timed], [p.val_loss for p in timed], marker=".", label=run["run_id"])
         counted = [p for p in pts if p.tokens is not None]
@@ -199,12 +213,14 @@ def build_figure(runs, reference=False):
                        (ax_n, [s * RECORD_TOKENS_PER_STEP for s, _, _ in RECORD_CURVE])):
             ax.plot(xs, [loss for _, loss, _ in RECORD_CURVE], color="black", linestyle=":", marker="x",
                     gid="reference", label=label)
-        losses += [loss for step, loss, _ in RECORD_CURVE if step > 0]
+        losses += [loss for _, loss, _ in RECORD_CURVE]
     for ax, xlabel in ((ax_t, "train time (s)"), (ax_n, "training tokens")):
         has_curves = bool(ax.lines)
-        if losses:  # y range from val points after step 0, so the step-0 loss (~10.8) does not flatten the curves
-            pad = 0.05 * (max(losses) - min(losses)) + 0.02
-            ax.set_ylim(min(losses) - pad, max(losses) + pad)
+        if losses:  # every point in view, step 0 (~10.8) too; a log scale keeps the end of the curves apart
+            ax.set_yscale("log")
+            ax.set_ylim(min(losses) * 0.98, max(losses) * 1.03)
+            ax.yaxis.set_major_formatter(lambda y, _: f"{y:g}")
+            ax.yaxis.set_minor_formatter(lambda y, _: f"{y:g}" if round(y * 10) % 5 == 0 else "")
             lo, hi = ax.get_ylim()
             if lo <= TARGET <= hi:
                 ax.axhline(TARGET, color="gray", linestyle="--", linewidth=1, gid="target", label=f"target {TARGET}")
@@ -219,6 +235,68 @@ def build_figure(runs, reference=False):
             ax.text(0.5, 0.5, f"no {xlabel} in these logs", ha="center", transform=ax.transAxes)
     fig.tight_layout()
     return fig
+
+
+def betainc(a, b, x):
+    """The regularized incomplete beta function I_x(a, b), from its continued fraction (the modified Lentz
+    method, as in Numerical Recipes' betacf)."""
+    if x <= 0 or x >= 1:
+        return 0.0 if x <= 0 else 1.0
+    if x > (a + 1) / (a + b + 2):  # the fraction converges fast on the other side
+        return 1 - betainc(b, a, 1 - x)
+    tiny = 1e-300
+    c, d = 1.0, 1 - (a + b) * x / (a + 1)
+    d = 1 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 500):
+        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1 + numerator * d
+            d = 1 / (d if abs(d) > tiny else tiny)
+            c = 1 + numerator / (c if abs(c) > tiny else tiny)
+            h *= c * d
+        if abs(c * d - 1) < 1e-15:
+            break
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log(1 - x)
+    return math.exp(log_front) * h / a
+
+
+def one_sided_p(values, target):
+    """p value of the one-sample t-test that the mean of values is below target (as scipy's ttest_1samp with
+    alternative='less'); None for fewer than 2 values."""
+    n = len(values)
+    if n < 2:
+        return None
+    mean, std = statistics.mean(values), statistics.stdev(values)
+    if std == 0:
+        return 0.0 if mean < target else 1.0
+    t, df = (mean - target) / (std / math.sqrt(n)), n - 1
+    tail = 0.5 * betainc(df / 2, 0.5, df / (df + t * t))
+    return tail if t < 0 else 1 - tail
+
+
+def groups(runs):
+    """Runs of the same source and hyperparameters, seed and run names aside: -> [[run, ...], ...]."""
+    ignored = {"run_id", "seed", "resume", "device", "export", "sample", "prompt"}
+    found = {}
+    for run in runs:
+        hp = {k: v for k, v in run["hyperparameters"].items() if k not in ignored}
+        key = json.dumps([hp, run["source"]], sort_keys=True)
+        found.setdefault(key, []).append(run)
+    return list(found.values())
+
+
+def group_summary(members):
+    """A line of a group's final val loss and train time (mean ± std over runs) and the t-test against target."""
+    sums = [summarize(r) for r in members]
+    vals = [s["val_loss"] for s in sums if s["val_loss"] is not None]
+    times = [s["train_time_s"] for s in sums if s["train_time_s"] is not None]
+    spread = lambda xs, spec: f"{statistics.mean(xs):{spec}} ± {statistics.stdev(xs) if len(xs) > 1 else 0:{spec}}"
+    target = target_for(members[0])
+    p = one_sided_p(vals, target)
+    return (f"{', '.join(r['run_id'] for r in members)}: n={len(members)}"
+            f" val_loss {spread(vals, '.4f') if vals else '?'} train_time_s {spread(times, '.1f') if times else '?'}"
+            f" p(mean < {target})={'?' if p is None else format(p, '.4f')} (one-sided t-test, n={len(vals)})")
 
 
 def target_for(run):
@@ -283,12 +361,22 @@ def main(argv=None):
     if not args.logs and not args.leaderboard:
         ap.error("give log files and/or --leaderboard")
     try:
-        runs = [parse_log(p) for p in args.logs]
+        runs = []
+        for path in args.logs:  # a run that died before its first step line is noted, not fatal
+            try:
+                runs.append(parse_log(path))
+            except LogError as e:
+                print(f"compare.py: skipping {e}", file=sys.stderr)
+        if args.logs and not runs:
+            raise LogError("none of the logs has a step line")
         reference = args.reference
         if reference is None:
             reference = bool(runs) and all(r["hyperparameters"].get("preset") == "record" for r in runs)
         if runs:
             print(table(runs, reference))
+            for members in groups(runs):
+                if len(members) > 1:
+                    print("group " + group_summary(members))
         if runs and args.plot:
             build_figure(runs, reference).savefig(args.plot, dpi=120)
             print(f"plot: {args.plot}")

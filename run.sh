@@ -21,4 +21,6 @@ if [[ " $* " != *" --preset="* ]]; then
     echo "run.sh: $n GPU(s), the smallest with $min_mib MiB -> --preset=$name"
     preset=(--preset=$name)
 fi
+# a fresh rendezvous store for each restart if --max_restarts is added (pytorch issue #135712)
+export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1
 exec torchrun --standalone --nproc_per_node="$n" train_gpt.py "${preset[@]}" "$@"

@@ -380,7 +380,15 @@ def setup_distributed(device_name="", cpu_threads=1, timeout_s=600):
     elif cpu_threads:
         torch.set_num_threads(cpu_threads)
     if world_size > 1 and not dist.is_initialized():  # a collective that waits timeout_s for a rank fails
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(seconds=timeout_s))
+        try:
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                    timeout=datetime.timedelta(seconds=timeout_s))
+        except (RuntimeError, dist.DistBackendError) as e:
+            if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)) and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+                raise RankFailure("torchrun restarted the workers on its old rendezvous store, where the dead ones'"
+                                  " addresses still are (pytorch issue #135712): start torchrun with"
+                                  " TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1") from None
+            raise
     return rank, world_size, device
 
 

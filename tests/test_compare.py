@@ -136,13 +136,48 @@ def test_figure_has_one_curve_per_run(two_logs):
     assert fig.axes[1].get_lines()[0].get_xdata()[-1] == 60 * 8192
 
 
-def test_missing_file_and_no_step_lines(two_logs, tmp_path):
-    r = run_cli(two_logs[0], tmp_path / "nope.txt", cwd=tmp_path)
-    assert r.returncode != 0 and r.stderr.count("\n") == 1 and "nope.txt" in r.stderr
+def test_a_log_without_step_lines_is_skipped_with_a_note(two_logs, tmp_path):
+    """A failed start leaves a header and no step line; compare.py logs/*.txt still shows the others."""
     empty = tmp_path / "empty.txt"
     empty.write_text("run_id: empty\nTraceback (most recent call last):\n")
-    r = run_cli(empty, cwd=tmp_path)
-    assert r.returncode != 0 and r.stderr.count("\n") == 1 and "empty.txt" in r.stderr
+    r = run_cli(two_logs[0], empty, tmp_path / "nope.txt", "--plot", tmp_path / "p.png", cwd=tmp_path)
+    assert r.returncode == 0 and "run_a" in r.stdout and (tmp_path / "p.png").exists()
+    notes = r.stderr.strip().splitlines()
+    assert len(notes) == 2 and "skipping" in notes[0] and "empty.txt" in notes[0] and "nope.txt" in notes[1]
+    r = run_cli(empty, cwd=tmp_path)  # nothing left to show: an error
+    assert r.returncode != 0 and "none of the logs has a step line" in r.stderr
+
+
+def test_groups_of_seeds_get_mean_std_and_the_t_test(tmp_path):
+    finals = [3.2774, 3.2782, 3.2796, 3.2815, 3.2760]
+    logs = [write_log(tmp_path / f"s{i}.txt", f"seed{i}", [10.83, 4.0, v], every=100, extra_hp={"seed": i})
+            for i, v in enumerate(finals)]
+    other = write_log(tmp_path / "o.txt", "other", [10.83, 4.0, 3.30], every=100, extra_hp={"muon_lr": 0.06})
+    r = run_cli(*logs, other, cwd=tmp_path)
+    groups = [line for line in r.stdout.splitlines() if line.startswith("group ")]
+    assert len(groups) == 1 and groups[0].startswith("group seed0, seed1, seed2, seed3, seed4: n=5")
+    mean, std = compare.statistics.mean(finals), compare.statistics.stdev(finals)
+    assert f"val_loss {mean:.4f} ± {std:.4f}" in groups[0]
+    # the record's own 14 runs give p=0.0059 with scipy's ttest_1samp(alternative='less') (its README)
+    record = [3.2774, 3.2782, 3.2796, 3.2815, 3.276, 3.2777, 3.2784, 3.2795, 3.281, 3.2802, 3.2767, 3.2772, 3.28, 3.2786]
+    assert compare.one_sided_p(record, 3.28) == pytest.approx(0.0059, abs=5e-5)
+    assert compare.one_sided_p([3.5, 3.6, 3.4], 3.28) == pytest.approx(0.96876, abs=1e-4) and compare.one_sided_p([3.0], 3.28) is None
+
+
+def test_steps_logged_again_after_a_restart_replace_the_first(tmp_path):
+    log = write_log(tmp_path / "r.txt", "r", [10.83, 7.5, 6.1, 5.2], every=10)
+    lines = log.read_text().splitlines()
+    again = [l.replace("6.1000", "6.0000") for l in lines if l.startswith(("step:20/30", "step:30/30"))]
+    log.write_text("\n".join(lines[:-1] + ["resumed (auto) from logs/r/step_000010.pt at step 10"] + again) + "\n")
+    run = compare.parse_log(log)
+    assert [p.step for p in run["val"]] == [0, 10, 20, 30] and run["val"][2].val_loss == 6.0
+
+
+def test_plot_keeps_step_0_in_view(two_logs):
+    figure = compare.build_figure([compare.parse_log(p) for p in two_logs])
+    for axes in figure.axes:
+        low, high = axes.get_ylim()
+        assert low <= 3.27 and high >= 10.83
 
 
 def test_leaderboard(two_logs, tmp_path):
