@@ -480,10 +480,11 @@ class TokenStream:
         self.load_state_dict(dict(epoch=self.epoch + last, shard=0 if last else self.shard + 1, pos=0))
 
     def _next_sequence(self):
-        """seq_len + 1 tokens (inputs and shifted targets) at the cursor, or at the next document start."""
+        """seq_len + 1 tokens (inputs and shifted targets) at the cursor, or at the next document start; a shard
+        without any (one document longer than the shard, e.g. a book) is read straight through."""
         for _ in range(2 * len(self.files) + 1):
             start = self.pos
-            if self.align_to_doc:
+            if self.align_to_doc and len(self.doc_starts):
                 i = np.searchsorted(self.doc_starts, start)
                 start = self.doc_starts[i] if i < len(self.doc_starts) else len(self.tokens)
             if start + self.seq_len + 1 <= len(self.tokens):

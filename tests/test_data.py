@@ -142,3 +142,12 @@ def test_val_sequences_are_fixed_and_cover_the_first_tokens(tmp_path):
     assert np.array_equal(seqs[:, :-1].ravel(), both[:500]) and np.array_equal(seqs[:, 1:].ravel(), both[1:501])
     with pytest.raises(tg.ShardError, match="fewer than val_tokens=700"):
         tg.load_val_sequences(str(tmp_path / "t_train_*.bin"), 700, 100)
+
+
+def test_a_shard_without_document_starts_is_read_straight(tmp_path):
+    """One long document (a book cut into train shards after its EOT) has nowhere to align to."""
+    rng = np.random.default_rng(0)
+    tg.write_shard(tmp_path / "book_train_000001.bin", rng.integers(0, tg.EOT, 3000))
+    batch = tg.TokenStream(str(tmp_path / "book_train_*.bin"), 64, 2, align_to_doc=True).next_step(256)
+    tokens = np.asarray(tg.read_shard(tmp_path / "book_train_000001.bin"))
+    assert np.array_equal(batch.reshape(-1, 65)[:, :-1].ravel(), tokens[:256])

@@ -1,101 +1,28 @@
 """--preset=record against the record's own code: modded-nanogpt's train_gpt.py of 2025-08-23, as its log in
-../shared/reference carries it, executed here on CPU with its CUDA-only pieces swapped for CPU equivalents
-(dense masks for FlexAttention, an fp32 Newton-Schulz for its Triton kernels, the fp32 lm_head for the FP8 op,
-a one-process gloo group for its collectives). Skipped without ../shared."""
-import ast
-import re
+../shared/reference carries it, executed here on CPU by tools/record_0823.py with its CUDA-only pieces swapped
+for CPU equivalents (dense masks for FlexAttention, an fp32 Newton-Schulz for its Triton kernels, the fp32
+lm_head for the FP8 op, one process for its collectives). Skipped without ../shared."""
+import sys
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 import train_gpt as tg
-from conftest import SHARED
+from conftest import ROOT
 
-REFERENCE = SHARED / "reference" / "modded-nanogpt_2025-08-23_020630eb.txt"
+sys.path.insert(0, str(ROOT / "tools"))
+import record_0823  # noqa: E402
+
 WIDTH, HEADS, T = 256, 2, 384  # 2 heads of 128 (the record's head_dim), 3 attention blocks
-
-
-def dense_flex_attention(q, k, v, block_mask, scale):
-    """What the flex kernel computes: listed 'full' blocks whole, listed partial blocks through mask_mod."""
-    B, H, Tq, _ = q.shape
-    n = Tq // 128
-    qi, ki = torch.arange(Tq)[:, None], torch.arange(Tq)[None, :]
-    token_mask = block_mask.mask_mod(0, 0, qi, ki)
-
-    def listed(counts, indices):
-        blocks = torch.zeros(n, n, dtype=torch.bool)
-        for row in range(n):
-            blocks[row, indices[0, 0, row, :max(int(counts[0, 0, row]), 0)].long()] = True
-        return blocks.repeat_interleave(128, 0).repeat_interleave(128, 1)
-    mask = listed(block_mask.full_kv_num_blocks, block_mask.full_kv_indices) | (
-        listed(block_mask.kv_num_blocks, block_mask.kv_indices) & token_mask)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
-
-
-def newton_schulz_fp32(G):
-    """The record's newton_schulz_triton, in fp32 with plain matmuls (its Triton kernels compute the same)."""
-    a, b, c = (3.4445, -4.7750, 2.0315)
-    X = G.float()
-    if G.size(-2) > G.size(-1):
-        X = X.mT
-    X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)
-    for _ in range(5):
-        A = X @ X.mT
-        B = b * A + c * A @ A
-        X = a * X + B @ X
-    if G.size(-2) > G.size(-1):
-        X = X.mT
-    return X
-
-
-class OneProcess:
-    """torch.distributed as one process sees it (gloo's async work has no futures, which the record waits on)."""
-    ReduceOp = torch.distributed.ReduceOp
-
-    class Done:
-        def get_future(self):
-            future = torch.futures.Future()
-            future.set_result(None)
-            return future
-
-    get_rank = staticmethod(lambda: 0)
-    get_world_size = staticmethod(lambda: 1)
-
-    def reduce_scatter(self, out, inputs, op=None, async_op=False):
-        out.copy_(inputs[0])
-        return self.Done()
-
-    def all_gather(self, outs, tensor, async_op=False):
-        outs[0].copy_(tensor)
-        return self.Done()
-
-    reduce_scatter_tensor = all_gather_into_tensor = lambda self, out, tensor, op=None, async_op=False: (
-        out.copy_(tensor), self.Done())[1]
 
 
 @pytest.fixture(scope="session")
 def record():
-    """The record's definitions (model, optimizers, data loader) and schedule functions, run once per session."""
-    if not REFERENCE.exists():
+    """The record's definitions and schedules on CPU, loaded once per session (its custom ops register once)."""
+    namespace = record_0823.load(cpu=True)
+    if namespace is None:
         pytest.skip("../shared/reference is absent (clone-only checkout)")
-    text = REFERENCE.read_text()
-    code = text[:text.index("\n=====")]  # the script, then its log
-    code = (code.replace('torch.empty(1, device="cuda", requires_grad=True).backward()', "")
-            .replace("with open(sys.argv[0]) as f:\n    code = f.read()", "code = ''")  # it logs its own source
-            .replace('device="cuda"', 'device="cpu"').replace("pin_memory=True", "pin_memory=False")
-            .replace(".cuda(non_blocking=True)", ""))
-    code = re.sub(r"^\s*@torch\.compile.*\n", "", code, flags=re.M)  # eager on CPU
-    triton_start = code.index("# Triton kernel for symmetric matrix multiplication")
-    code = code[:triton_start] + code[code.index("# Muon optimizer"):]  # its NS kernels: newton_schulz_fp32 instead
-    code = re.sub(r"^import triton.*\n", "", code, flags=re.M)
-    definitions, main = code.split("# int main", 1)
-    schedules = [ast.get_source_segment(main, node) for node in ast.parse(main).body
-                 if isinstance(node, ast.FunctionDef) and node.name.startswith(("get_lr", "get_window_size"))]
-    namespace = {"__name__": "record_2025_08_23"}
-    exec(compile(definitions + "\n".join(schedules), str(REFERENCE), "exec"), namespace)
-    namespace.update(flex_attention=dense_flex_attention, newton_schulz_triton=newton_schulz_fp32, dist=OneProcess())
     return namespace
 
 
@@ -222,7 +149,7 @@ def test_window_schedule_and_block_masks_are_the_records(record):
     docs = tg.document_ids(tokens[None, :-1])
     for blocks in (0, 1, 2, 3, 4):  # the record's short window is long // 2, 0 at the start
         their_mask = theirs.create_blockmasks(tokens[:-1], torch.tensor(blocks))[0]
-        dense = dense_flex_attention(torch.zeros(1, 1, T, 1), torch.zeros(1, 1, T, 1), torch.eye(T)[None, None],
+        dense = record_0823.dense_flex_attention(torch.zeros(1, 1, T, 1), torch.zeros(1, 1, T, 1), torch.eye(T)[None, None],
                                      their_mask, 1.0) != 0
         assert torch.equal(dense[0, 0], tg.dense_mask(docs, torch.tensor(max(blocks, 1)))[0, 0]), blocks
 

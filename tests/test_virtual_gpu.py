@@ -109,3 +109,16 @@ def test_oversized_flex_blocks_fail_on_a_4090(tmp_path):
                            train_gpt=copy)
     assert code != 0 and re.search(r"out of resource: triton_\w+ Required: \d+ Hardware limit: ?101376", output), (
         output[-3000:])
+
+
+@pytest.mark.skipif(not (ROOT.parent / "shared" / "reference").is_dir(), reason="../shared/reference is absent")
+def test_report_puts_one_step_beside_the_records_own_script():
+    """The 2025-08-23 record's model and optimizers (its own code) and ours, one optimizer step each on the
+    virtual H100: ours must not read and write more bytes in generated kernels, nor peak higher."""
+    code, reports, output = tool("report", "--preset=record", "--gpu=h100", "--steps=1")
+    assert code == 0, output[-4000:]
+    ours, record = reports["run"]["last_step"], reports["record"]["last_step"]
+    assert "| one optimizer step on the virtual h100 | train_gpt.py | record 2025-08-23 |" in output
+    assert re.search(r"^\| roofline \(ms\).* \| [\d.]+ \| [\d.]+ \|$", output, re.M)
+    assert ours["kernel_bytes"] <= record["kernel_bytes"] and ours["peak_allocated_gib"] <= record["peak_allocated_gib"]
+    assert ours["blas_flops"] == pytest.approx(record["blas_flops"], rel=0.01)  # the same matmuls

@@ -93,16 +93,16 @@ static int attribute(int attr) {
 
 /* ---------------------------------------------------------------- counters */
 
-static long long n_kernel_launches, n_triton_launches, n_blas_calls, n_copies, max_smem_request;
+static long long n_kernel_launches, n_triton_launches, n_blas_calls, n_copies, max_smem_request, blas_flops;
 static char max_smem_kernel[256];
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* out: aten/runtime kernel launches, driver (Triton) launches, cuBLAS/cuBLASLt matmuls, memcpys, the largest
-   dynamic shared-memory request in bytes. name: the kernel that made that request. */
-void vgpu_counters(long long out[5], char *name, size_t name_len) {
+   dynamic shared-memory request in bytes, the FLOPs of the cuBLAS matmuls. name: the kernel of that request. */
+void vgpu_counters(long long out[6], char *name, size_t name_len) {
   pthread_mutex_lock(&lock);
   out[0] = n_kernel_launches; out[1] = n_triton_launches; out[2] = n_blas_calls; out[3] = n_copies;
-  out[4] = max_smem_request;
+  out[4] = max_smem_request; out[5] = blas_flops;
   if (name) snprintf(name, name_len, "%s", max_smem_kernel);
   pthread_mutex_unlock(&lock);
 }
@@ -583,24 +583,57 @@ blas_status cublasSetMathMode(void *h, int mode) { return 0; }
 blas_status cublasGetMathMode(void *h, int *mode) { *mode = 0; return 0; }
 blas_status cublasSetPointerMode_v2(void *h, int mode) { return 0; }
 blas_status cublasGetPointerMode_v2(void *h, int *mode) { *mode = 0; return 0; }
-#define MATMUL(name) blas_status name(void) { COUNT(n_blas_calls); return 0; }
-MATMUL(cublasGemmEx) MATMUL(cublasGemmStridedBatchedEx) MATMUL(cublasGemmBatchedEx) MATMUL(cublasSgemm_v2)
-MATMUL(cublasSgemmEx) MATMUL(cublasSgemmStridedBatched) MATMUL(cublasDgemm_v2) MATMUL(cublasDgemmStridedBatched)
-MATMUL(cublasSgemv_v2) MATMUL(cublasDgemv_v2) MATMUL(cublasSdot_v2) MATMUL(cublasDdot_v2) MATMUL(cublasDotEx)
-MATMUL(cublasLtMatmul)
+/* matmuls count 2 m n k FLOPs each (per batch member); the rest of their arguments are not read */
+static blas_status matmul(long long m, long long n, long long k, long long batch) {
+  COUNT(n_blas_calls);
+  __atomic_add_fetch(&blas_flops, 2 * m * n * k * batch, __ATOMIC_RELAXED);
+  return 0;
+}
+blas_status cublasGemmEx(void *h, int ta, int tb, int m, int n, int k) { return matmul(m, n, k, 1); }
+blas_status cublasSgemm_v2(void *h, int ta, int tb, int m, int n, int k) { return matmul(m, n, k, 1); }
+blas_status cublasSgemmEx(void *h, int ta, int tb, int m, int n, int k) { return matmul(m, n, k, 1); }
+blas_status cublasDgemm_v2(void *h, int ta, int tb, int m, int n, int k) { return matmul(m, n, k, 1); }
+blas_status cublasGemmStridedBatchedEx(void *h, int ta, int tb, int m, int n, int k, const void *alpha, const void *a,
+                                       int at, int lda, long long sa, const void *b, int bt, int ldb, long long sb,
+                                       const void *beta, void *c, int ct, int ldc, long long sc, int batch) {
+  return matmul(m, n, k, batch);
+}
+blas_status cublasSgemmStridedBatched(void *h, int ta, int tb, int m, int n, int k, const void *alpha, const void *a,
+                                      int lda, long long sa, const void *b, int ldb, long long sb, const void *beta,
+                                      void *c, int ldc, long long sc, int batch) {
+  return matmul(m, n, k, batch);
+}
+blas_status cublasDgemmStridedBatched(void *h, int ta, int tb, int m, int n, int k, const void *alpha, const void *a,
+                                      int lda, long long sa, const void *b, int ldb, long long sb, const void *beta,
+                                      void *c, int ldc, long long sc, int batch) {
+  return matmul(m, n, k, batch);
+}
+#define VECTOR_OP(name) blas_status name(void) { COUNT(n_blas_calls); return 0; }
+VECTOR_OP(cublasGemmBatchedEx) VECTOR_OP(cublasSgemv_v2) VECTOR_OP(cublasDgemv_v2) VECTOR_OP(cublasSdot_v2)
+VECTOR_OP(cublasDdot_v2) VECTOR_OP(cublasDotEx)
 
+/* cuBLASLt: a layout remembers its shape, a matmul reads m, n from D's and k from A's */
+typedef struct { long long rows, cols, batch; } layout_t;
+blas_status cublasLtMatmul(void *h, void *desc, const void *alpha, const void *a, layout_t *la, const void *b,
+                           layout_t *lb, const void *beta, const void *c, layout_t *lc, void *d, layout_t *ld) {
+  return matmul(ld->rows, ld->cols, la->rows * la->cols / (ld->rows ? ld->rows : 1), ld->batch);
+}
 size_t cublasLtGetVersion(void) { return 130100; }
 blas_status cublasLtCreate(void **h) { *h = new_handle(); return 0; }
 blas_status cublasLtDestroy(void *h) { return 0; }
 blas_status cublasLtMatmulDescCreate(void **d, int compute, int scale) { *d = new_handle(); return 0; }
 blas_status cublasLtMatmulDescDestroy(void *d) { return 0; }
 blas_status cublasLtMatmulDescSetAttribute(void *d, int attr, const void *buf, size_t n) { return 0; }
-blas_status cublasLtMatrixLayoutCreate(void **l, int type, uint64_t rows, uint64_t cols, int64_t ld) {
-  *l = new_handle();
+blas_status cublasLtMatrixLayoutCreate(layout_t **l, int type, uint64_t rows, uint64_t cols, int64_t ld) {
+  *l = malloc(sizeof **l);
+  **l = (layout_t){(long long)rows, (long long)cols, 1};
   return 0;
 }
-blas_status cublasLtMatrixLayoutDestroy(void *l) { return 0; }
-blas_status cublasLtMatrixLayoutSetAttribute(void *l, int attr, const void *buf, size_t n) { return 0; }
+blas_status cublasLtMatrixLayoutDestroy(layout_t *l) { free(l); return 0; }
+blas_status cublasLtMatrixLayoutSetAttribute(layout_t *l, int attr, const void *buf, size_t n) {
+  if (attr == 5 /* CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT */) l->batch = *(const int32_t *)buf;
+  return 0;
+}
 blas_status cublasLtMatmulPreferenceCreate(void **p) { *p = new_handle(); return 0; }
 blas_status cublasLtMatmulPreferenceDestroy(void *p) { return 0; }
 blas_status cublasLtMatmulPreferenceSetAttribute(void *p, int attr, const void *buf, size_t n) { return 0; }

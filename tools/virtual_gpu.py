@@ -4,6 +4,7 @@
     python tools/virtual_gpu.py check --preset=record --gpu=h100
     python tools/virtual_gpu.py fake --preset=4090 --gpu=4090  # level 1 alone, seconds
     python tools/virtual_gpu.py run --preset=4090 --gpu=4090   # levels 2 and 3, minutes
+    python tools/virtual_gpu.py report --preset=record --gpu=h100   # one step of ours beside the record's script
 Other --field=value arguments go to train_gpt.py; --steps=N sets the null-GPU run's length (default 3).
 
 Three levels, each catching what the one before cannot:
@@ -19,6 +20,11 @@ Three levels, each catching what the one before cannot:
    (tools/vgpu_stub.c, built with cc into .vgpu/): the caching allocator's peak and the kernel launches per
    optimizer step are those of the real program; the values it computes are not (check_finite is off).
 It cannot tell speed, numerics, whether a kernel computes the right thing, or anything about NCCL.
+
+report: what one optimizer step asks of the GPU (the run's last step): kernel launches, the FLOPs of the cuBLAS
+matmuls (counted by the stand-in), the bytes the generated kernels read and write (inductor's estimate per
+kernel, added up per launch; eager aten kernels are not counted), the allocator's peak in the step, and a roofline
+time; for --preset=record also the record 2025-08-23's own model and optimizers (tools/record_0823.py) the same way.
 The GPUs' attributes (compute capability, SMs, shared memory, memory size) are in tools/vgpu_stub.c with sources.
 """
 import contextlib
@@ -128,7 +134,7 @@ def setup():
 
 
 def main(argv):
-    if not argv or argv[0] not in ("setup", "check", "fake", "run"):
+    if not argv or argv[0] not in ("setup", "check", "fake", "run", "report"):
         raise SystemExit(__doc__)
     if argv[0] == "setup":
         return setup()
@@ -144,27 +150,110 @@ def main(argv):
     env = dict(os.environ, LD_PRELOAD=lib, LD_LIBRARY_PATH=os.pathsep.join([BUILD, os.environ.get("LD_LIBRARY_PATH", "")]),
                VGPU_GPU=gpu, TRITON_LIBCUDA_PATH=BUILD, VGPU_INNER="1", TRITON_PTXAS_PATH=write_ptxas_wrapper(),
                VGPU_REAL_PTXAS=os.path.join(site, "triton", "backends", "nvidia", "bin", "ptxas"))
-    levels = ["fake", "run"] if argv[0] == "check" else [argv[0]]  # each level in a process of its own
-    codes = []
-    for level in levels:
+    levels = {"check": ["fake", "run"], "report": ["run", "record"]}.get(argv[0], [argv[0]])
+    if argv[0] == "report" and not (is_record(argv[1:]) and os.path.exists(RECORD_SOURCE)):
+        levels = ["run"]  # the record's model is the record preset's only
+    codes, reports = [], []
+    for level in levels:  # each in a process of its own
         with tempfile.TemporaryDirectory(prefix="vgpu-cache-") as cache:
             cache = os.environ.get("VGPU_CACHE", cache)  # a cold cache by default: compile times as on a first run
             env.update(TORCHINDUCTOR_CACHE_DIR=cache, TRITON_CACHE_DIR=os.path.join(cache, "triton"),
                        VGPU_PTXAS_LOG=os.path.join(cache, f"ptxas-{level}.log"))
-            codes.append(subprocess.run([python, os.path.abspath(__file__), level, *argv[1:]], env=env).returncode)
+            inner = subprocess.Popen([python, os.path.abspath(__file__), level, *argv[1:]], env=env,
+                                     stdout=subprocess.PIPE, text=True)
+            for line in inner.stdout:
+                print(line, end="", flush=True)
+                if line.startswith(REPORT_PREFIX):
+                    reports.append(json.loads(line[len(REPORT_PREFIX):]))
+            codes.append(inner.wait())
+    if argv[0] == "report" and max(codes) == 0:
+        print(report_table(reports, gpu))
     return max(codes)
+
+
+RECORD_SOURCE = os.path.join(os.path.dirname(ROOT), "shared", "reference", "modded-nanogpt_2025-08-23_020630eb.txt")
+# Dense bf16 FLOP/s and memory bytes/s: NVIDIA H100 SXM5 datasheet (989.4 TFLOPS, 3.35 TB/s HBM3); Ada
+# whitepaper, RTX 4090 (165.2 TFLOPS bf16 with fp32 accumulation, 1008 GB/s GDDR6X)
+GPU_PEAKS = {"h100": (989.4e12, 3.35e12), "4090": (165.2e12, 1.008e12)}
+# assumed: cuBLAS at these shapes reaches ~60% of the tensor-core peak, a memory-bound kernel ~80% of bandwidth
+MATMUL_EFFICIENCY, MEMORY_EFFICIENCY = 0.6, 0.8
+
+
+def is_record(train_args):
+    presets = [a.split("=", 1)[1] for a in train_args if a.startswith("--preset=")]
+    return presets in ([], ["record"]) and not any(a.startswith("--") and not a.startswith(("--preset", "--gpu", "--steps"))
+                                                 for a in train_args)
+
+
+def report_table(reports, gpu):
+    """One optimizer step of ours (and of the record's own script), as markdown, with a roofline time."""
+    runs = [r for r in reports if r["level"] in ("run", "record")]
+    flops = next(r["model_flops_per_step"] for r in runs if r["level"] == "run")  # the same math for both
+    peak, bandwidth = GPU_PEAKS[gpu]
+    rows = [("model FLOPs, fwd+bwd (analytic, the same math)", lambda r: f"{flops:.3g}"),
+            ("cuBLAS matmul FLOPs (counted)", lambda r: f"{r['last_step']['blas_flops']:.3g}"),
+            ("bytes of generated kernels (inductor's count)", lambda r: f"{r['last_step']['kernel_bytes']:.3g}"),
+            ("kernel launches: aten / Triton / cuBLAS", lambda r: "{aten} / {triton} / {blas}".format(**r["last_step"])),
+            ("allocator peak in the step (GiB)", lambda r: f"{r['last_step']['peak_allocated_gib']:.1f}"),
+            (f"roofline (ms): FLOPs at {MATMUL_EFFICIENCY:.0%} of {peak / 1e12:.0f} TFLOP/s + bytes at "
+             f"{MEMORY_EFFICIENCY:.0%} of {bandwidth / 1e12:.2f} TB/s",
+             lambda r: f"{1000 * (flops / (peak * MATMUL_EFFICIENCY) + r['last_step']['kernel_bytes'] / (bandwidth * MEMORY_EFFICIENCY)):.1f}")]
+    names = {"run": "train_gpt.py", "record": "record 2025-08-23"}
+    lines = [f"| one optimizer step on the virtual {gpu} | " + " | ".join(names[r["level"]] for r in runs) + " |",
+             "|---" * (len(runs) + 1) + "|"]
+    lines += [f"| {label} | " + " | ".join(value(r) for r in runs) + " |" for label, value in rows]
+    return "\n".join(lines)
 
 
 # -----------------------------------------------------------------------------
 # Inner process: torch with the stand-in loaded (LD_PRELOAD), so torch sees one GPU of the chosen kind
 
 
+KERNEL_BYTES = {}  # kernel -> bytes its launches so far read and wrote, by inductor's count
+
+
 def counters():
-    """Launches and the largest shared-memory request, from the stand-in library."""
-    out, name = (ctypes.c_longlong * 5)(), ctypes.create_string_buffer(256)
+    """Launches, cuBLAS FLOPs and the largest shared-memory request (the stand-in's), kernel bytes (inductor's)."""
+    out, name = (ctypes.c_longlong * 6)(), ctypes.create_string_buffer(256)
     ctypes.CDLL("libcuda.so.1").vgpu_counters(out, name, 256)
-    return dict(aten=out[0], triton=out[1], blas=out[2], copies=out[3], max_shared=out[4],
-                max_shared_kernel=name.value.decode())
+    return dict(aten=out[0], triton=out[1], blas=out[2], copies=out[3], max_shared=out[4], blas_flops=out[5],
+                kernel_bytes=sum(KERNEL_BYTES.values()), max_shared_kernel=name.value.decode())
+
+
+def count_kernel_bytes():
+    """Have inductor estimate each kernel's bytes as it writes it (benchmark_kernel) and add them up per launch."""
+    import torch._inductor.config as inductor_config
+    from torch._inductor.runtime import triton_heuristics
+    inductor_config.benchmark_kernel = True
+    run = triton_heuristics.CachingAutotuner.run
+
+    def counted(self, *args, **kwargs):
+        name = self.inductor_meta.get("kernel_name") or getattr(self.fn, "__name__", "?")
+        KERNEL_BYTES[name] = KERNEL_BYTES.get(name, 0) + (self.inductor_meta.get("kernel_num_gb") or 0) * 1e9
+        return run(self, *args, **kwargs)
+    triton_heuristics.CachingAutotuner.run = counted
+
+
+class StepMeter:
+    """What one optimizer step asks of the GPU: launches, cuBLAS FLOPs, kernel bytes, the allocator's peak."""
+
+    def __init__(self):
+        self.steps = []
+
+    def __enter__(self):
+        import torch
+        torch.cuda.reset_peak_memory_stats()
+        self.before, self.kernels = counters(), dict(KERNEL_BYTES)
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+        after = counters()
+        self.steps.append({key: after[key] - self.before[key] for key in
+                           ("aten", "triton", "blas", "blas_flops", "kernel_bytes")})
+        self.steps[-1]["peak_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        spent = {k: v - self.kernels.get(k, 0) for k, v in KERNEL_BYTES.items()}
+        self.steps[-1]["top_kernels"] = sorted(spent.items(), key=lambda kv: -kv[1])[:8]  # by bytes
 
 
 def fake_step(tg, argv):
@@ -270,15 +359,12 @@ def null_gpu_run(tg, argv, steps):
     from torch._dynamo.utils import counters as dynamo_counters
 
     args = tg.parse_args(argv)
-    per_step = []  # launches of each optimizer step
-    train_step = tg.train_step
+    count_kernel_bytes()
+    meter, train_step = StepMeter(), tg.train_step
 
     def watched_step(*a, **k):
-        before = counters()
-        loss = train_step(*a, **k)
-        after = counters()
-        per_step.append({key: after[key] - before[key] for key in ("aten", "triton", "blas")})
-        return loss
+        with meter:
+            return train_step(*a, **k)
     tg.train_step = watched_step
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
@@ -301,10 +387,54 @@ def null_gpu_run(tg, argv, steps):
                 inductor_graphs=graphs,
                 triton_kernels=triton_kernels, extern_calls=extern_calls,
                 max_shared_bytes=stub["max_shared"], max_shared_kernel=stub["max_shared_kernel"],
-                launches_per_step=per_step[-1] if per_step else None,
+                last_step=meter.steps[-1], model_flops_per_step=tg.flops_per_token(args) * args.tokens_per_step,
                 peak_allocated_gib=torch.cuda.max_memory_allocated() / 2**30,
                 peak_reserved_gib=torch.cuda.max_memory_reserved() / 2**30,
                 fp8_head="fp8_head: True" in log)
+
+
+def record_run(steps):
+    """The 2025-08-23 record's own model and optimizers (tools/record_0823.py) on the null GPU, as its script
+    trains them on one GPU (8 micro-batches of a 48K-token sequence a step, its compile settings), for `steps`
+    steps after one that compiles. Its data loader is not run: random tokens, which the null GPU never reads."""
+    import torch
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import record_0823
+    record = record_0823.load(cpu=False)
+    if record is None:
+        raise SystemExit("virtual_gpu: ../shared/reference is absent: no record to run")
+    count_kernel_bytes()
+    args = record["args"]
+    model = record["GPT"](vocab_size=50257, num_layers=12, num_heads=6, model_dim=768,
+                          max_seq_len=max(args.train_seq_len, args.val_seq_len)).cuda()
+    for module in model.modules():  # the rest of this function is its script's lines, CUDA as it is
+        if isinstance(module, torch.nn.Embedding):
+            module.bfloat16()
+    hidden = [p for n, p in model.blocks.named_parameters() if p.ndim >= 2 and "embed" not in n]
+    embed = [p for n, p in model.named_parameters() if "embed" in n]
+    scalar = [p for p in model.parameters() if p.ndim < 2]
+    adam = record["DistAdam"](scalar + [model.lm_head.weight] + embed, lr=0.008, betas=(0.8, 0.95), eps=1e-10,
+                              weight_decay=0.0)
+    muon = record["Muon"](hidden, lr=0.05, momentum=0.95, weight_decay=0.0)
+    for opt in (adam, muon):
+        for group in opt.param_groups:
+            group["initial_lr"] = group["lr"]
+    model = torch.compile(model, dynamic=False, fullgraph=True)
+    meter, start = StepMeter(), time.perf_counter()
+    for step in range(steps + 1):
+        with meter:
+            for _ in range(8):  # grad_accum_steps = 8 // world_size
+                inputs = torch.randint(0, 50257, (args.train_seq_len,), device="cuda", dtype=torch.int32)
+                model(inputs, inputs.long(), record["get_window_size_blocks"](step)).backward()
+            for opt in (adam, muon):
+                for group in opt.param_groups:
+                    group["lr"] = group["initial_lr"] * record["get_lr"](step)
+            for opt in (adam, muon):
+                opt.step()
+            model.zero_grad(set_to_none=True)
+    return dict(level="record", steps=steps, seconds=time.perf_counter() - start, last_step=meter.steps[-1],
+                peak_allocated_gib=torch.cuda.max_memory_allocated() / 2**30,
+                peak_reserved_gib=torch.cuda.max_memory_reserved() / 2**30)
 
 
 def load_train_gpt(path):
@@ -351,9 +481,11 @@ def inner(argv):
     reports = []
     if command == "fake":
         reports.append(fake_step(tg, train_args))
+    elif command == "record":
+        reports.append(record_run(int(options.get("steps", 3))))
     else:
         report = null_gpu_run(tg, train_args, int(options.get("steps", 3)))
-        runs = [line.split() for line in open(log)] if os.path.exists(log) else []
+        runs = [line.split() for line in open(log)] if os.path.exists(log) else []  # ptxas: peak KiB, s, kernel
         peak = max(runs, key=lambda r: int(r[0]), default=["0", "0", "-"])
         report.update(ptxas_runs=len(runs), ptxas_peak_gib=int(peak[0]) / 2**20, ptxas_peak_kernel=peak[2],
                       ptxas_max_seconds=max((float(r[1]) for r in runs), default=0.0))

@@ -1,0 +1,108 @@
+"""modded-nanogpt's track-1 record of 2025-08-23, as its log in ../shared/reference carries its train_gpt.py
+(MIT): its definitions (FP8 op, Newton-Schulz kernels, Muon, DistAdam, model, data loader) and its schedules,
+executed into a namespace, for tests/test_record.py (on CPU, --preset=record against it) and for
+tools/virtual_gpu.py report (on the virtual GPU, its costs beside ours). Nothing of it is copied into this project.
+
+load(cpu=True) swaps its CUDA-only pieces for CPU equivalents: dense masks for FlexAttention, an fp32
+Newton-Schulz for its Triton kernels, eager functions for its compiled ones. Either way its collectives run as one
+process (OneProcess: gloo has no futures on its async work, which the record waits on).
+"""
+import ast
+import re
+import sys
+import types
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+SOURCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "modded-nanogpt_2025-08-23_020630eb.txt"
+
+
+class OneProcess:
+    """torch.distributed as the only process of a group sees it."""
+    ReduceOp = torch.distributed.ReduceOp
+
+    class Done:
+        def get_future(self):
+            future = torch.futures.Future()
+            future.set_result(None)
+            return future
+
+    get_rank = staticmethod(lambda: 0)
+    get_world_size = staticmethod(lambda: 1)
+
+    def reduce_scatter(self, out, inputs, op=None, async_op=False):
+        out.copy_(inputs[0])
+        return self.Done()
+
+    def reduce_scatter_tensor(self, out, tensor, op=None, async_op=False):
+        out.copy_(tensor)
+        return self.Done()
+
+    def all_gather(self, outs, tensor, async_op=False):  # the record gathers each rank's own slice in place:
+        return self.Done()  # with one rank the output is the input already
+
+    all_gather_into_tensor = all_gather
+
+
+def dense_flex_attention(q, k, v, block_mask, scale):
+    """What the flex kernel computes: listed 'full' blocks whole, listed partial blocks through mask_mod."""
+    n = q.size(-2) // 128
+    qi, ki = torch.arange(q.size(-2))[:, None], torch.arange(q.size(-2))[None, :]
+
+    def listed(counts, indices):
+        blocks = torch.zeros(n, n, dtype=torch.bool)
+        for row in range(n):
+            blocks[row, indices[0, 0, row, :max(int(counts[0, 0, row]), 0)].long()] = True
+        return blocks.repeat_interleave(128, 0).repeat_interleave(128, 1)
+    mask = listed(block_mask.full_kv_num_blocks, block_mask.full_kv_indices) | (
+        listed(block_mask.kv_num_blocks, block_mask.kv_indices) & block_mask.mask_mod(0, 0, qi, ki))
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+
+
+def newton_schulz_fp32(G):
+    """The record's newton_schulz_triton, in fp32 with plain matmuls (its Triton kernels compute the same)."""
+    a, b, c = (3.4445, -4.7750, 2.0315)
+    X = G.float()
+    if G.size(-2) > G.size(-1):
+        X = X.mT
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)
+    for _ in range(5):
+        A = X @ X.mT
+        B = b * A + c * A @ A
+        X = a * X + B @ X
+    if G.size(-2) > G.size(-1):
+        X = X.mT
+    return X
+
+
+def load(cpu):
+    """The record's definitions and schedules (get_lr, get_window_size_blocks) as a dict; None without
+    ../shared/reference."""
+    if not SOURCE.exists():
+        return None
+    text = SOURCE.read_text()
+    code = text[:text.index("\n=====")]  # the script, then its log
+    # its lines stay where they are: Triton reads its kernels' source back from the file
+    code = (code.replace("with open(sys.argv[0]) as f:\n    code = f.read()", "if True:\n    code = ''")  # its log
+            .replace('torch.empty(1, device="cuda", requires_grad=True).backward()', ""))
+    if cpu:
+        code = (code.replace('device="cuda"', 'device="cpu"').replace("pin_memory=True", "pin_memory=False")
+                .replace(".cuda(non_blocking=True)", ""))
+        code = re.sub(r"^\s*@torch\.compile.*\n", "", code, flags=re.M)
+        triton_start = code.index("# Triton kernel for symmetric matrix multiplication")
+        code = code[:triton_start] + code[code.index("# Muon optimizer"):]  # newton_schulz_fp32 instead
+        code = re.sub(r"^import triton.*\n", "", code, flags=re.M)
+    definitions, main = code.split("# int main", 1)
+    schedules = [ast.get_source_segment(main, node) for node in ast.parse(main).body
+                 if isinstance(node, ast.FunctionDef) and node.name.startswith(("get_lr", "get_window_size"))]
+    module = types.ModuleType("record_2025_08_23")  # a module dynamo can import by name
+    module.__file__ = str(SOURCE)
+    sys.modules[module.__name__] = module
+    namespace = module.__dict__
+    exec(compile(definitions + "\n".join(schedules), str(SOURCE), "exec"), namespace)
+    namespace["dist"] = OneProcess()
+    if cpu:
+        namespace.update(flex_attention=dense_flex_attention, newton_schulz_triton=newton_schulz_fp32)
+    return namespace
