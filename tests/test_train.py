@@ -63,10 +63,11 @@ def test_smoke_run_learns_and_logs_everything(smoke):
                    'hyperparameters: {"train_files"', "parameters: {", "==== source of train_gpt.py ===="):
         assert header in text
     assert (ROOT / "train_gpt.py").read_text() in text  # the full source, verbatim
-    assert re.search(r"^step:60/60 train_loss:\S+ train_time:\d+ms step_avg:\S+ms tokens:61440 tok/s:\d+ mfu:n/a$",
-                     text, re.M)
+    assert re.search(r"^step:60/60 train_loss:\S+ train_time:\d+ms step_avg:\S+ms tokens:61440 tok/s:\d+ mfu:n/a"
+                     r" eta:0m00s$", text, re.M)
     assert re.search(r"^step:60/60 val_loss:\S+ val_bpb:\S+ train_time:\d+ms", text, re.M)
-    assert re.search(r"peak memory allocated: \d+ MiB reserved: \d+ MiB\n$", text)
+    assert re.search(r"peak memory allocated: \d+ MiB reserved: \d+ MiB\n"
+                     r"done: log logs/smoke.txt, checkpoint logs/smoke/final.pt\n$", text)
     assert sorted(p.name for p in (cwd / "logs" / "smoke").iterdir()) == ["final.pt"]  # no temp file left
 
 
@@ -169,7 +170,8 @@ def test_a_used_run_id_is_refused_and_its_log_kept(synthetic_data, tmp_path):
     (tmp_path / "logs/taken.txt").write_text("an earlier run\n")
     result = run(tmp_path, *TINY, *data_args, "--run_id=taken", check=False)
     assert result.returncode != 0
-    assert result.stderr.strip() == "train_gpt.py: logs/taken.txt already exists; choose another --run_id"
+    assert result.stderr.strip() == ("train_gpt.py: logs/taken.txt already exists; choose another --run_id"
+                                     " (or continue it with --resume=auto)")
     assert (tmp_path / "logs/taken.txt").read_text() == "an earlier run\n"
 
 
