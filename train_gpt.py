@@ -93,7 +93,7 @@ class Hyperparameters:
     x0_skip: bool = True
     value_embeds: int = 3  # record 2025-08-23: 3 tables on layers 0-2 and 9-11
     smear_gate: bool = False
-    bigram_embed: int = 0  # rows = vocab * this; 0 = off (nanochat PR #747)
+    bigram_embed: int = 0  # rows = vocab * this; 0 = off (record 2026-01-19: 5)
     attn_gate: bool = True
     backout: bool = False
     logit_softcap: float = 30.0  # 0 = off; record 2025-08-23: 30*sigmoid(z/7.5)
@@ -320,7 +320,8 @@ def validate(args):
                              "profile_steps", "top_k", "max_new_tokens", "cpu_threads", "memory_cap_gib")}
     for expected, names in must_be.items():
         for name in names:
-            if getattr(args, name) < (0 if expected == "0 or more" else 1e-300):
+            value = getattr(args, name)
+            if value < 0 or (value == 0 and expected == "positive"):
                 raise ConfigError(f"--{name}={getattr(args, name)!r} must be {expected}")
     L = args.num_layers
     checks = [
@@ -384,7 +385,8 @@ def setup_distributed(device_name="", cpu_threads=1, timeout_s=600):
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                                     timeout=datetime.timedelta(seconds=timeout_s))
         except (RuntimeError, dist.DistBackendError) as e:
-            if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)) and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+            restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0))
+            if restarted and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
                 raise RankFailure("torchrun restarted the workers on its old rendezvous store, where the dead ones'"
                                   " addresses still are (pytorch issue #135712): start torchrun with"
                                   " TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1") from None
@@ -1430,7 +1432,8 @@ def train(args, argv):
     saved = sorted(glob.glob(f"logs/{args.run_id}/*.pt"), key=os.path.getmtime)
     if stopped:
         signum, step = stopped
-        where = f"checkpoint {saved[-1]}; continue with --run_id={args.run_id} --resume=auto" if saved else "no checkpoint"
+        where = (f"checkpoint {saved[-1]}; continue with --run_id={args.run_id} --resume=auto" if saved
+                 else "no checkpoint")
         log(f"stopped by {signal.Signals(signum).name} after step {step}: {where}")
         raise SystemExit(128 + signum)
     log(f"done: log logs/{args.run_id}.txt, checkpoint {saved[-1] if saved else 'none (--save_checkpoint=false)'}")
@@ -1483,7 +1486,8 @@ def run_loop(args, model, raw_model, muon, adam, stream, val_seqs, token_bytes, 
         while True:
             last, stop_now = step == N, stop.stop_at(step) == step
             validate = last or (args.val_loss_every and step % args.val_loss_every == 0)
-            checkpoint = last or stop_now or (args.checkpoint_every and step % args.checkpoint_every == 0 and step > start)
+            checkpoint = (last or stop_now
+                          or (args.checkpoint_every and step % args.checkpoint_every == 0 and step > start))
             if validate or checkpoint:  # the clock stops
                 synchronize()
                 train_time_ms += 1000 * (time.perf_counter() - t0)
@@ -1528,7 +1532,8 @@ def run_loop(args, model, raw_model, muon, adam, stream, val_seqs, token_bytes, 
                 tok_per_s = (tokens_before(step, args) - tokens_before(logged_step, args)) / interval_s
                 mfu = f"{100 * flops_per_token(args, step) * tok_per_s / (peak * world_size):.1f}%" if peak else "n/a"
                 eta_s = round((N - step) * now_ms / step / 1000)  # at the run's step_avg
-                log(f"step:{step}/{N} train_loss:{(loss_sum / (step - logged_step)).item():.4f} train_time:{now_ms:.0f}ms"
+                train_loss = (loss_sum / (step - logged_step)).item()
+                log(f"step:{step}/{N} train_loss:{train_loss:.4f} train_time:{now_ms:.0f}ms"
                     f" step_avg:{now_ms / step:.2f}ms tokens:{tokens_before(step, args)} tok/s:{tok_per_s:.0f} mfu:{mfu}"
                     f" eta:{eta_s // 60}m{eta_s % 60:02d}s")
                 loss_sum.zero_()
