@@ -88,7 +88,7 @@ def planted(tmp_path, old, new):
 
 
 def test_row_major_fp8_operand_fails_the_fake_step(tmp_path):
-    copy = planted(tmp_path, "out = torch._scaled_mm(x_f8, w_f8.T,", "out = torch._scaled_mm(x_f8, w_f8.T.contiguous(),")
+    copy = planted(tmp_path, "logits = torch._scaled_mm(x_f8, w_f8.T,", "logits = torch._scaled_mm(x_f8, w_f8.T.contiguous(),")
     code, reports, output = tool("fake", "--preset=cpu", "--gpu=h100", train_gpt=copy)
     assert code != 0 and "fake" not in reports
     assert "column-major" in output or "mat2" in output, output[-2000:]
