@@ -55,9 +55,13 @@ REPORT_PREFIX = "vgpu-report: "
 
 
 def cuda_python():
-    """The interpreter of a CUDA build of torch: $VGPU_PYTHON, else .venv-cuda's; None if there is none."""
+    """The interpreter of a CUDA build of torch: $VGPU_PYTHON, else .venv-cuda's; None if there is none (also
+    when a failed setup left a venv without one)."""
     path = os.environ.get("VGPU_PYTHON") or os.path.join(VENV, "bin", "python")
-    return path if os.path.exists(path) else None
+    has_cuda_torch = "import sys, torch; sys.exit(torch.version.cuda is None)"
+    if os.path.exists(path) and subprocess.run([path, "-c", has_cuda_torch], capture_output=True).returncode == 0:
+        return path
+    return None
 
 
 def site_packages(python):
