@@ -145,8 +145,8 @@ def record_loss_at(step):
 def summarize(run):
     """The numbers of a run's table row (None where unknown)."""
     last_val = run["val"][-1] if run["val"] else None
-    last = max(run["val"] + run["train"], key=lambda p: p.step)
-    time_ms = last_val.train_time_ms if last_val else last.train_time_ms
+    last = max(run["val"] + run["train"], key=lambda p: p.step)  # at the final step: its val line
+    time_ms = last.train_time_ms
     tok_s = next((p.tok_s for p in reversed(run["train"]) if p.tok_s), None)
     if tok_s is None and last.tokens and time_ms:
         tok_s = last.tokens / (time_ms / 1000)
@@ -286,17 +286,25 @@ def groups(runs):
     return list(found.values())
 
 
+def finished(run):
+    return bool(run["val"]) and run["val"][-1].step == run["total_steps"]
+
+
 def group_summary(members):
-    """A line of a group's final val loss and train time (mean ± std over runs) and the t-test against target."""
-    sums = [summarize(r) for r in members]
+    """A line of a group's final val loss and train time (mean ± std over finished runs) and the t-test against
+    target; unfinished runs (killed, still running) are named and left out."""
+    done = [r for r in members if finished(r)]
+    sums = [summarize(r) for r in done]
     vals = [s["val_loss"] for s in sums if s["val_loss"] is not None]
     times = [s["train_time_s"] for s in sums if s["train_time_s"] is not None]
     spread = lambda xs, spec: f"{statistics.mean(xs):{spec}} ± {statistics.stdev(xs) if len(xs) > 1 else 0:{spec}}"
     target = target_for(members[0])
     p = one_sided_p(vals, target)
-    return (f"{', '.join(r['run_id'] for r in members)}: n={len(members)}"
+    left_out = [r["run_id"] for r in members if not finished(r)]
+    return (f"{', '.join(r['run_id'] for r in done)}: n={len(done)}"
             f" val_loss {spread(vals, '.4f') if vals else '?'} train_time_s {spread(times, '.1f') if times else '?'}"
-            f" p(mean < {target})={'?' if p is None else format(p, '.4f')} (one-sided t-test, n={len(vals)})")
+            f" p(mean < {target})={'?' if p is None else format(p, '.4f')} (one-sided t-test, n={len(vals)})"
+            + (f"; left out, unfinished: {', '.join(left_out)}" if left_out else ""))
 
 
 def target_for(run):

@@ -164,6 +164,21 @@ def test_groups_of_seeds_get_mean_std_and_the_t_test(tmp_path):
     assert compare.one_sided_p([3.5, 3.6, 3.4], 3.28) == pytest.approx(0.96876, abs=1e-4) and compare.one_sided_p([3.0], 3.28) is None
 
 
+def test_an_unfinished_run_is_left_out_of_its_group_and_shows_its_own_time(tmp_path):
+    logs = [write_log(tmp_path / f"s{i}.txt", f"seed{i}", [10.83, 4.0, v], every=100, extra_hp={"seed": i})
+            for i, v in enumerate([3.2774, 3.2782])]
+    killed = tmp_path / "k.txt"  # died after step 150's train line: its last val line is step 100's
+    killed.write_text("\n".join(logs[0].read_text().splitlines()[:-3]).replace("run_id: seed0", "run_id: killed")
+                      + "\nstep:150/200 train_loss:3.9 train_time:15000ms step_avg:100.00ms tok/s:81920 mfu:n/a\n")
+    r = run_cli(*logs, killed, cwd=tmp_path)
+    group = [line for line in r.stdout.splitlines() if line.startswith("group ")]
+    assert group == [f"group seed0, seed1: n=2 val_loss 3.2778 ± 0.0006 train_time_s 20.0 ± 0.0 p(mean < 3.28)="
+                     f"{compare.one_sided_p([3.2774, 3.2782], 3.28):.4f} (one-sided t-test, n=2); left out, "
+                     "unfinished: killed"]
+    row = next(line.split() for line in r.stdout.splitlines() if line.startswith("killed"))
+    assert row[1:3] == ["150/200", "1.2M"] and row[5:7] == ["15.0", "100.0"]  # steps, tokens, time, step_avg
+
+
 def test_steps_logged_again_after_a_restart_replace_the_first(tmp_path):
     log = write_log(tmp_path / "r.txt", "r", [10.83, 7.5, 6.1, 5.2], every=10)
     lines = log.read_text().splitlines()
