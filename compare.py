@@ -15,7 +15,8 @@ the line with digits ("step:12/3000"), which f-strings in the printed code never
 
 A run continued after a restart (--resume) logs some steps again: the later lines of a step replace the earlier.
 Runs of the same code and hyperparameters (seeds aside) form a group: mean ± std of the final val loss and
-train time, and the one-sided t-test of "mean val loss < target" that records/README.md asks of a record.
+train time, and the one-sided t-test of "mean val loss < target" that records/README.md asks of a record;
+unfinished runs (no val line at their last step) are named and left out of it.
 
 Training tokens at a step: the line's own tokens:N field (cumulative) if present, else the same step's
 tokens:N from another line, else step x tokens_per_step from the hyperparameters -- unless a
