@@ -322,7 +322,7 @@ def validate(args):
         for name in names:
             value = getattr(args, name)
             if value < 0 or (value == 0 and expected == "positive"):
-                raise ConfigError(f"--{name}={getattr(args, name)!r} must be {expected}")
+                raise ConfigError(f"--{name}={value!r} must be {expected}")
     L = args.num_layers
     checks = [
         ("vocab_size", args.vocab_size > EOT, f"more than {EOT} (the GPT-2 tokens)"),
@@ -881,7 +881,7 @@ class GPT(nn.Module):
     def head(self, x, targets):
         args = self.args
         B, T, D = x.shape
-        if self.use_fp8 and self.training and targets is not None:  # validation in bf16, as the record's
+        if self.use_fp8 and self.training and targets is not None:  # validation in bf16, as the record evaluates
             return FP8HeadLoss.apply(x.reshape(-1, D), self.lm_head.weight, targets.reshape(-1), B,
                                      args.logit_softcap, args.softcap_form)
         # (B*T, V) in fp32; under torch.compile the cast fuses into the loss kernel
