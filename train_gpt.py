@@ -1378,11 +1378,13 @@ def parameter_counts(model):
                 lm_head=count(groups["head"]), scalars=count(groups["scalar"]))
 
 
-def check_start(args, world_size):
+def check_start(args, rank, world_size):
     """Everything that can be known wrong before the log is created: data, batch arithmetic, where the log and
-    checkpoints go. A failed start leaves no file behind and does not use up the run_id."""
-    TokenStream(args.train_files, args.seq_len, args.micro_batch_seqs)  # shards exist and are valid
-    load_val_sequences(args.val_files, args.val_tokens, args.val_seq_len)
+    checkpoints go. A failed start leaves no file behind and does not use up the run_id. -> the train stream
+    and the val sequences, read once here."""
+    stream = TokenStream(args.train_files, args.seq_len, args.micro_batch_seqs, args.seed, args.align_to_doc,
+                         rank, world_size)
+    val_seqs = load_val_sequences(args.val_files, args.val_tokens, args.val_seq_len)
     for stage_start, tokens in parse_batch_schedule(args):
         grad_accum_steps(tokens, world_size, args.micro_batch_seqs * args.seq_len)
     for folder in ("logs", f"logs/{args.run_id}"):
@@ -1392,6 +1394,7 @@ def check_start(args, world_size):
                 tempfile.TemporaryFile(dir=folder).close()
         except OSError as e:
             raise ConfigError(f"cannot write to {folder}/ ({e.strerror or e}); run where it is writable") from None
+    return stream, val_seqs
 
 
 def train(args, argv):
@@ -1412,7 +1415,7 @@ def train(args, argv):
         raise ConfigError(f"logs/{run[0]}.txt already exists; choose another --run_id (or continue it with"
                           " --resume=auto)")
     args = dataclasses.replace(args, run_id=run[0])
-    check_start(args, world_size)
+    stream, val_seqs = check_start(args, rank, world_size)
     log = Logger(f"logs/{args.run_id}.txt", rank == 0)
     log_header(log, args, argv, world_size, device)
     log(f"log: logs/{args.run_id}.txt checkpoints: logs/{args.run_id}/")
@@ -1426,9 +1429,6 @@ def train(args, argv):
     if args.warmup_steps > 0:
         log(f"warmup: {args.warmup_steps} untimed steps (compilation) took {time.perf_counter() - warmup_start:.1f}s")
 
-    stream = TokenStream(args.train_files, args.seq_len, args.micro_batch_seqs, args.seed, args.align_to_doc,
-                         rank, world_size)
-    val_seqs = load_val_sequences(args.val_files, args.val_tokens, args.val_seq_len)
     token_bytes = gpt2_token_bytes(args.vocab_size)
     step, train_time_ms, checkpoint = 0, 0.0, resume_path(args.resume, args.run_id)
     if checkpoint:
