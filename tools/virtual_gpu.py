@@ -138,7 +138,7 @@ def setup():
 
 
 def main(argv):
-    if not argv or argv[0] not in ("setup", "check", "fake", "run", "report"):
+    if not argv or argv[0] not in ("setup", "check", "kernels", "fake", "run", "report"):
         raise SystemExit(__doc__)
     if argv[0] == "setup":
         return setup()
@@ -154,14 +154,14 @@ def main(argv):
     env = dict(os.environ, LD_PRELOAD=lib, LD_LIBRARY_PATH=os.pathsep.join([BUILD, os.environ.get("LD_LIBRARY_PATH", "")]),
                VGPU_GPU=gpu, TRITON_LIBCUDA_PATH=BUILD, VGPU_INNER="1", TRITON_PTXAS_PATH=write_ptxas_wrapper(),
                VGPU_REAL_PTXAS=os.path.join(site, "triton", "backends", "nvidia", "bin", "ptxas"))
-    levels = {"check": ["fake", "run"], "report": ["run", "record"]}.get(argv[0], [argv[0]])
+    levels = {"check": ["kernels", "fake", "run"], "report": ["run", "record"]}.get(argv[0], [argv[0]])
     if argv[0] == "report" and not (is_record(argv[1:]) and os.path.exists(RECORD_SOURCE)):
         levels = ["run"]  # the record's model is the record preset's only
     codes, reports = [], []
     for level in levels:  # each in a process of its own
         with tempfile.TemporaryDirectory(prefix="vgpu-cache-") as cache:
             cache = os.environ.get("VGPU_CACHE", cache)  # a cold cache by default: compile times as on a first run
-            env.update(TORCHINDUCTOR_CACHE_DIR=cache, TRITON_CACHE_DIR=os.path.join(cache, "triton"),
+            env.update(TRITON_INTERPRET="1" if level == "kernels" else "0", TORCHINDUCTOR_CACHE_DIR=cache, TRITON_CACHE_DIR=os.path.join(cache, "triton"),
                        VGPU_PTXAS_LOG=os.path.join(cache, f"ptxas-{level}.log"))
             inner = subprocess.Popen([python, os.path.abspath(__file__), level, *argv[1:]], env=env,
                                      stdout=subprocess.PIPE, text=True)
@@ -195,8 +195,10 @@ def report_table(reports, gpu):
     flops = next(r["model_flops_per_step"] for r in runs if r["level"] == "run")  # the same math for both
     peak, bandwidth = GPU_PEAKS[gpu]
     rows = [("model FLOPs, fwd+bwd (analytic, the same math)", lambda r: f"{flops:.3g}"),
-            ("cuBLAS matmul FLOPs (counted)", lambda r: f"{r['last_step']['blas_flops']:.3g}"),
-            ("bytes of generated kernels (inductor's count)", lambda r: f"{r['last_step']['kernel_bytes']:.3g}"),
+            ("matmul FLOPs counted: cuBLAS + train_gpt.py's Triton",
+             lambda r: f"{r['last_step']['blas_flops']:.3g} + {r['last_step'].get('fused_flops', 0):.3g}"),
+            ("bytes of generated kernels (inductor's count; fused matmuls: their epilogues')",
+             lambda r: f"{r['last_step']['kernel_bytes']:.3g}"),
             ("kernel launches: aten / Triton / cuBLAS", lambda r: "{aten} / {triton} / {blas}".format(**r["last_step"])),
             ("allocator peak in the step (GiB)", lambda r: f"{r['last_step']['peak_allocated_gib']:.1f}"),
             (f"roofline (ms): FLOPs at {MATMUL_EFFICIENCY:.0%} of {peak / 1e12:.0f} TFLOP/s + bytes at "
@@ -214,6 +216,7 @@ def report_table(reports, gpu):
 
 
 KERNEL_BYTES = {}  # kernel -> bytes its launches so far read and wrote, by inductor's count
+FUSED_FLOPS = [0]  # FLOPs of train_gpt.py's own Triton matmuls so far (the stand-in counts cuBLAS's)
 
 
 def counters():
@@ -221,7 +224,7 @@ def counters():
     out, name = (ctypes.c_longlong * 6)(), ctypes.create_string_buffer(256)
     ctypes.CDLL("libcuda.so.1").vgpu_counters(out, name, 256)
     return dict(aten=out[0], triton=out[1], blas=out[2], copies=out[3], max_shared=out[4], blas_flops=out[5],
-                kernel_bytes=sum(KERNEL_BYTES.values()), max_shared_kernel=name.value.decode())
+                fused_flops=FUSED_FLOPS[0], kernel_bytes=sum(KERNEL_BYTES.values()), max_shared_kernel=name.value.decode())
 
 
 def count_kernel_bytes():
@@ -236,6 +239,19 @@ def count_kernel_bytes():
         KERNEL_BYTES[name] = KERNEL_BYTES.get(name, 0) + (self.inductor_meta.get("kernel_num_gb") or 0) * 1e9
         return run(self, *args, **kwargs)
     triton_heuristics.CachingAutotuner.run = counted
+
+
+def count_fused_matmuls(tg):
+    """train_gpt.py's ReLU² matmul kernel, counted as a cuBLAS matmul is (its FLOPs; a matmul's own operands and
+    result are not in the bytes, cuBLAS's are not either) plus what its epilogue adds: writing relu(pre)²
+    forward, reading pre backward (bf16, M x N each)."""
+    launch = tg.launch_mm_relu2
+
+    def counted(a, b, aux=None):
+        FUSED_FLOPS[0] += 2 * a.size(0) * a.size(1) * b.size(1)
+        KERNEL_BYTES["mm_relu2 epilogue"] = KERNEL_BYTES.get("mm_relu2 epilogue", 0) + 2 * a.size(0) * b.size(1)
+        return launch(a, b, aux)
+    tg.launch_mm_relu2 = counted
 
 
 class StepMeter:
@@ -254,7 +270,7 @@ class StepMeter:
         import torch
         after = counters()
         self.steps.append({key: after[key] - self.before[key] for key in
-                           ("aten", "triton", "blas", "blas_flops", "kernel_bytes")})
+                           ("aten", "triton", "blas", "blas_flops", "fused_flops", "kernel_bytes")})
         self.steps[-1]["peak_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
         spent = {k: v - self.kernels.get(k, 0) for k, v in KERNEL_BYTES.items()}
         self.steps[-1]["top_kernels"] = sorted(spent.items(), key=lambda kv: -kv[1])[:8]  # by bytes
@@ -364,6 +380,7 @@ def null_gpu_run(tg, argv, steps):
 
     args = tg.parse_args(argv)
     count_kernel_bytes()
+    count_fused_matmuls(tg)
     meter, train_step = StepMeter(), tg.train_step
 
     def watched_step(*a, **k):
@@ -441,6 +458,48 @@ def record_run(steps):
                 peak_reserved_gib=torch.cuda.max_memory_reserved() / 2**30)
 
 
+def interpret_kernels(tg):
+    """Level 0: train_gpt.py's own Triton kernels (the ReLU² MLP), run by Triton's interpreter on CPU tensors
+    (TRITON_INTERPRET=1), against the unfused torch ops they replace: forward and backward, shapes ragged
+    against the tiles. Two interpreter gaps are filled first, so that it computes as a GPU does: its tl.dot
+    multiplies bf16's raw bits, and its fp32 -> bf16 cast truncates where GPUs round to nearest even."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    import triton.language as tl
+    from triton.runtime import interpreter
+    builder = interpreter.InterpreterBuilder
+    dot, cast = builder.create_dot, builder.cast_impl
+
+    def widen(h):
+        if h.dtype.scalar != tl.bfloat16:
+            return h
+        return interpreter.TensorHandle((h.data.astype(np.uint32) << 16).view(np.float32), tl.float32)
+
+    def rounded_cast(self, src, dst_type):
+        if src.dtype.scalar == tl.float32 and dst_type.scalar == tl.bfloat16:
+            bits = torch.from_numpy(np.ascontiguousarray(src.data)).bfloat16().view(torch.int16).numpy()
+            return interpreter.TensorHandle(bits.view(np.uint16), tl.bfloat16)
+        return cast(self, src, dst_type)
+    builder.create_dot = lambda self, a, b, d, *rest: dot(self, widen(a), widen(b), d, *rest)
+    builder.cast_impl = rounded_cast
+
+    gen = torch.Generator().manual_seed(0)
+    M, D = 200, 96  # 200 rows: one full and one partial 128-row tile; K = 96: one and a half 64-wide K tiles
+    x, fc, proj, grad = (torch.randn(*shape, generator=gen).div(shape[-1] ** 0.5).bfloat16()
+                         for shape in ((M, D), (D, 4 * D), (D, 4 * D), (M, D)))
+    ours, unfused = ([t.clone().requires_grad_() for t in (x, fc, proj)] for _ in range(2))
+    pre, post = tg.launch_mm_relu2(x, fc)
+    y = tg.ReLU2MLP.apply(*ours)
+    y_ref = F.linear(F.relu(unfused[0] @ unfused[1]).square(), unfused[2])
+    (y * grad).sum().backward()
+    (y_ref * grad).sum().backward()
+    error = lambda a, b: ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
+    errors = {"pre": error(pre, x @ fc), "output": error(y, y_ref)}
+    errors.update({f"grad {name}": error(a.grad, b.grad) for name, a, b in zip(("x", "fc", "proj"), ours, unfused)})
+    return dict(level="kernels", max_relative_error=errors, post_is_relu2_of_pre=torch.equal(post, F.relu(pre).square()))
+
+
 def load_train_gpt(path):
     """Import the train_gpt.py to check (the repository's, or a changed copy given with --train_gpt=PATH)."""
     import importlib.util
@@ -454,6 +513,11 @@ def load_train_gpt(path):
 def failures(report):
     """The checks a report must pass: -> list of one-line reasons."""
     bad = []
+    if report["level"] == "kernels":
+        bad += [f"ReLU² MLP kernel: {name} off by {err:.2g} of its largest value (limit 2**-7, about one bf16 step)"
+                for name, err in report["max_relative_error"].items() if not err <= 2 ** -7]
+        if not report["post_is_relu2_of_pre"]:
+            bad.append("ReLU² MLP kernel: its relu(pre)² output is not relu(pre)² of its own pre")
     if report["level"] == "fake" and not report["attention_bf16_blockmask"]:
         bad.append(f"attention inputs {report['attention_inputs']}: FlexAttention must get bf16 q, k, v and a BlockMask")
     if report["level"] == "run":
@@ -483,7 +547,9 @@ def inner(argv):
     header = dict(gpu=props.name, capability=f"{props.major}.{props.minor}", torch=torch.__version__,
                   train_args=train_args)
     reports = []
-    if command == "fake":
+    if command == "kernels":
+        reports.append(interpret_kernels(tg))
+    elif command == "fake":
         reports.append(fake_step(tg, train_args))
     elif command == "record":
         reports.append(record_run(int(options.get("steps", 3))))
