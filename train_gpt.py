@@ -962,6 +962,9 @@ class GPT(nn.Module):
         rope = self.rotary(idx.size(1), idx.device)
         x = x0 = self.embed_tokens(idx)
         bigram = self.bigram_embedding(idx) if args.bigram_embed else None
+        # each table looked up once for its two layers (record 2025-08-23): backward then scatters the two
+        # layers' gradients into the table once, not twice
+        value_embeds = [table(idx) for table in self.value_embeds]
         skips, backout = [], None
         for i, block in enumerate(self.blocks):
             if args.unet_skips and i >= L - L // 2:  # decoder half: add the mirrored encoder layer's output
@@ -969,7 +972,7 @@ class GPT(nn.Module):
             if bigram is not None:
                 x = x + self.bigram_lambdas[i] * bigram
             j = self.value_embed_index(i)
-            x = block(x, x0, None if j is None else self.value_embeds[j](idx), rope, masks)
+            x = block(x, x0, None if j is None else value_embeds[j], rope, masks)
             if args.unet_skips and i < L // 2:
                 skips.append(x)
             if i + 1 == 2 * L // 3:
