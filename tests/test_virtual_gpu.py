@@ -1,6 +1,6 @@
-"""train_gpt.py's CUDA path on a virtual GPU (tools/virtual_gpu.py): a fake-tensor step, inductor's compile
-for the GPU and train_gpt.py's own run on the null GPU, for record on an H100, 4090 on a 4090 and cpu on both;
-and planted mistakes that must fail. Needs a CUDA build of torch (`python tools/virtual_gpu.py setup`, or
+"""train_gpt.py's CUDA path on a virtual GPU (tools/virtual_gpu.py): its own Triton kernel under Triton's
+interpreter, a fake-tensor step, inductor's compile for the GPU and train_gpt.py's own run on the null GPU, for
+record on an H100, 4090 on a 4090 and cpu on both; and planted mistakes that must fail. Needs a CUDA build of torch (`python tools/virtual_gpu.py setup`, or
 VGPU_PYTHON) and a C compiler: skips without them."""
 import functools
 import importlib.util
@@ -48,13 +48,15 @@ def check(preset, gpu):
 
 
 def assert_healthy(reports, shared_limit, capability):
-    fake, run = reports["fake"], reports["run"]
+    kernels, fake, run = reports["kernels"], reports["fake"], reports["run"]
+    assert max(kernels["max_relative_error"].values()) <= 2 ** -7 and kernels["post_is_relu2_of_pre"]
     assert fake["capability"] == capability and fake["fp8_head"]  # compute capability >= 8.9: FP8 head on
     assert fake["attention_bf16_blockmask"] and fake["attention_calls"] > 0
     assert run["dynamo_graphs"] == 2  # training and validation; the window schedule moved through every size
     assert 0 < run["max_shared_bytes"] <= shared_limit
     assert run["ptxas_runs"] > 0 and run["ptxas_peak_gib"] < 2 and run["fp8_head"]
     assert run["last_step"]["triton"] > 0 and run["last_step"]["blas_flops"] > 0 and run["peak_allocated_gib"] > 0
+    assert run["last_step"]["fused_flops"] > 0  # relu2 on CUDA: the fused MLP kernel ran
 
 
 def test_record_preset_on_an_h100():
@@ -101,6 +103,17 @@ def test_fp32_attention_inputs_fail_the_fake_step(tmp_path):
     assert "vgpu: FAIL attention inputs (['torch.float32'" in output
 
 
+@pytest.mark.parametrize("old,new", [
+    ("(c.to(tl.float32) * (2 * r))", "(c.to(tl.float32) * r)"),  # ReLU²'s slope without its 2
+    ("relu2_epilogue(right, out_desc, aux_desc, m, n + BLOCK_N // 2, FORWARD)",
+     "relu2_epilogue(right, out_desc, aux_desc, m, n, FORWARD)"),  # the tile's right half stored over its left
+    ("return grad_pre @ fc.T, x.T @ grad_pre, grad.T @ post", "return grad_pre @ fc.T, x.T @ grad_pre, grad.T @ pre"),
+])
+def test_wrong_mlp_kernel_fails_under_the_interpreter(tmp_path, old, new):
+    code, reports, output = tool("kernels", train_gpt=planted(tmp_path, old, new))
+    assert code != 0 and "vgpu: FAIL ReLU² MLP kernel:" in output, output[-2000:]
+
+
 def test_oversized_flex_blocks_fail_on_a_4090(tmp_path):
     copy = planted(tmp_path, "y = flex(q, k, v, block_mask=mask, scale=scale)",
                    'y = flex(q, k, v, block_mask=mask, scale=scale, kernel_options={"BLOCK_M": 128, "BLOCK_N": 128, '
@@ -121,4 +134,4 @@ def test_report_puts_one_step_beside_the_records_own_script():
     assert "| one optimizer step on the virtual h100 | train_gpt.py | record 2025-08-23 |" in output
     assert re.search(r"^\| roofline \(ms\).* \| [\d.]+ \| [\d.]+ \|$", output, re.M)
     assert ours["kernel_bytes"] <= record["kernel_bytes"] and ours["peak_allocated_gib"] <= record["peak_allocated_gib"]
-    assert ours["blas_flops"] == pytest.approx(record["blas_flops"], rel=0.01)  # the same matmuls
+    assert ours["blas_flops"] + ours["fused_flops"] == pytest.approx(record["blas_flops"], rel=0.01)  # same matmuls

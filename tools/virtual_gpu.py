@@ -2,12 +2,15 @@
 
     python tools/virtual_gpu.py setup                         # .venv-cuda: a CUDA build of torch (~4.7 GB)
     python tools/virtual_gpu.py check --preset=record --gpu=h100
+    python tools/virtual_gpu.py kernels                       # level 0 alone, seconds
     python tools/virtual_gpu.py fake --preset=4090 --gpu=4090  # level 1 alone, seconds
     python tools/virtual_gpu.py run --preset=4090 --gpu=4090   # levels 2 and 3, minutes
     python tools/virtual_gpu.py report --preset=record --gpu=h100   # one step of ours beside the record's script
 Other --field=value arguments go to train_gpt.py; --steps=N sets the null-GPU run's length (default 3).
 
-Three levels, each catching what the one before cannot:
+Four levels, each catching what the one before cannot:
+0. kernels: train_gpt.py's own Triton kernel (the fused ReLU² MLP) computed by Triton's interpreter on the CPU,
+   forward and backward, against the unfused torch ops: the one level that checks values.
 1. fake step: one training step of train_gpt.py's own code on fake CUDA tensors (torch's FakeTensorMode):
    autocast's CUDA dtypes, FlexAttention with the BlockMask, the FP8 head through torch._scaled_mm, backward,
    Muon, fused Adam and the schedules, with every rule the meta kernels enforce (e.g. _scaled_mm's column-major
@@ -19,11 +22,13 @@ Three levels, each catching what the one before cannot:
 3. null GPU: that run executes on a device whose memory is address space and whose kernels return at once
    (tools/vgpu_stub.c, built with cc into .vgpu/): the caching allocator's peak and the kernel launches per
    optimizer step are those of the real program; the values it computes are not (check_finite is off).
-It cannot tell speed, numerics, whether a kernel computes the right thing, or anything about NCCL.
+Beyond level 0 it cannot tell speed, numerics, whether an inductor kernel computes the right thing, or anything
+about NCCL.
 
 report: what one optimizer step asks of the GPU (the run's last step): kernel launches, the FLOPs of the cuBLAS
-matmuls (counted by the stand-in), the bytes the generated kernels read and write (inductor's estimate per
-kernel, added up per launch; eager aten kernels are not counted), the allocator's peak in the step, and a roofline
+matmuls (counted by the stand-in) and of train_gpt.py's Triton matmul, the bytes the generated kernels read and
+write (inductor's estimate per kernel, added up per launch; eager aten kernels are not counted; a matmul's own
+operands are not counted, cuBLAS's or ours, but what our matmul's epilogue adds is), the allocator's peak in the step, and a roofline
 time; for --preset=record also the record 2025-08-23's own model and optimizers (tools/record_0823.py) the same way.
 The GPUs' attributes (compute capability, SMs, shared memory, memory size) are in tools/vgpu_stub.c with sources.
 """
