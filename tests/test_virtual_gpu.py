@@ -1,7 +1,7 @@
 """train_gpt.py's CUDA path on a virtual GPU (tools/virtual_gpu.py): its own Triton kernel under Triton's
 interpreter, a fake-tensor step, inductor's compile for the GPU and train_gpt.py's own run on the null GPU, for
-record on an H100, 4090 on a 4090 and cpu on both; and planted mistakes that must fail. Needs a CUDA build of torch (`python tools/virtual_gpu.py setup`, or
-VGPU_PYTHON) and a C compiler: skips without them."""
+record on an H100, 4090 on a 4090 and cpu on both; and planted mistakes that must fail. Needs a CUDA build of
+torch (`python tools/virtual_gpu.py setup`, or VGPU_PYTHON) and a C compiler: skips without them."""
 import functools
 import importlib.util
 import json

@@ -28,8 +28,9 @@ about NCCL.
 report: what one optimizer step asks of the GPU (the run's last step): kernel launches, the FLOPs of the cuBLAS
 matmuls (counted by the stand-in) and of train_gpt.py's Triton matmul, the bytes the generated kernels read and
 write (inductor's estimate per kernel, added up per launch; eager aten kernels are not counted; a matmul's own
-operands are not counted, cuBLAS's or ours, but what our matmul's epilogue adds is), the allocator's peak in the step, and a roofline
-time; for --preset=record also the record 2025-08-23's own model and optimizers (tools/record_0823.py) the same way.
+operands are not counted, cuBLAS's or ours, but what our matmul's epilogue adds is), the allocator's peak in the
+step, and a roofline time; for --preset=record also the record 2025-08-23's own model and optimizers
+(tools/record_0823.py) the same way.
 The GPUs' attributes (compute capability, SMs, shared memory, memory size) are in tools/vgpu_stub.c with sources.
 """
 import contextlib
@@ -166,8 +167,8 @@ def main(argv):
     for level in levels:  # each in a process of its own
         with tempfile.TemporaryDirectory(prefix="vgpu-cache-") as cache:
             cache = os.environ.get("VGPU_CACHE", cache)  # a cold cache by default: compile times as on a first run
-            env.update(TRITON_INTERPRET="1" if level == "kernels" else "0", TORCHINDUCTOR_CACHE_DIR=cache, TRITON_CACHE_DIR=os.path.join(cache, "triton"),
-                       VGPU_PTXAS_LOG=os.path.join(cache, f"ptxas-{level}.log"))
+            env.update(TRITON_INTERPRET="1" if level == "kernels" else "0", TORCHINDUCTOR_CACHE_DIR=cache,
+                       TRITON_CACHE_DIR=os.path.join(cache, "triton"), VGPU_PTXAS_LOG=os.path.join(cache, f"ptxas-{level}.log"))
             inner = subprocess.Popen([python, os.path.abspath(__file__), level, *argv[1:]], env=env,
                                      stdout=subprocess.PIPE, text=True)
             for line in inner.stdout:
@@ -229,7 +230,8 @@ def counters():
     out, name = (ctypes.c_longlong * 6)(), ctypes.create_string_buffer(256)
     ctypes.CDLL("libcuda.so.1").vgpu_counters(out, name, 256)
     return dict(aten=out[0], triton=out[1], blas=out[2], copies=out[3], max_shared=out[4], blas_flops=out[5],
-                fused_flops=FUSED_FLOPS[0], kernel_bytes=sum(KERNEL_BYTES.values()), max_shared_kernel=name.value.decode())
+                fused_flops=FUSED_FLOPS[0], kernel_bytes=sum(KERNEL_BYTES.values()),
+                max_shared_kernel=name.value.decode())
 
 
 def count_kernel_bytes():
@@ -502,7 +504,8 @@ def interpret_kernels(tg):
     error = lambda a, b: ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
     errors = {"pre": error(pre, x @ fc), "output": error(y, y_ref)}
     errors.update({f"grad {name}": error(a.grad, b.grad) for name, a, b in zip(("x", "fc", "proj"), ours, unfused)})
-    return dict(level="kernels", max_relative_error=errors, post_is_relu2_of_pre=torch.equal(post, F.relu(pre).square()))
+    return dict(level="kernels", max_relative_error=errors,
+                post_is_relu2_of_pre=torch.equal(post, F.relu(pre).square()))
 
 
 def load_train_gpt(path):
