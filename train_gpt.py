@@ -731,18 +731,20 @@ if triton is not None:
             relu2_epilogue(right, out_desc, aux_desc, m, n + BLOCK_N // 2, FORWARD)
 
 
-def launch_mm_relu2(a, b, aux=None):
-    """a (M, K) @ b (K, N), bf16 and contiguous, with ReLU² in the epilogue: aux None -> (pre, relu(pre)²);
-    aux = pre -> (a @ b) * 2 relu(pre), the gradient at pre. Tiles and stages: modded-nanogpt's fused MLP
-    (PR #197, @andrewbriand, @jrauvola) for H100; 128x128 and 3 stages fit a 4090's 100 KB of shared memory."""
+def launch_mm_relu2(a, b, aux=None, shared_memory=None):
+    """a (M, K) @ b (K, N), bf16, with ReLU² in the epilogue: aux None -> (pre, relu(pre)²); aux = pre ->
+    (a @ b) * 2 relu(pre), the gradient at pre. Tiles and stages for the shared memory per block (default: the
+    GPU's): modded-nanogpt's fused MLP (PR #197, @andrewbriand, @jrauvola) where there are 227 KB (H100, B200);
+    128x128 and 3 stages fit the 99 KB of a 4090 or 5090."""
     a, b = a.contiguous(), b.contiguous()
     (M, K), N = a.shape, b.size(1)
     out = a.new_empty(M, N)
     forward = aux is None
     aux = a.new_empty(M, N) if forward else aux
     gpu = torch.cuda.get_device_properties(a.device) if a.is_cuda else None  # None: Triton's interpreter (tests)
-    big = gpu is not None and gpu.shared_memory_per_block_optin >= 227 * 1024  # H100, B200; not a 4090 or 5090
-    BM, BN, BK, stages, warps = (128, 256, 64, 4 if forward else 3, 8) if big else (128, 128, 64, 3, 4)
+    shared_memory = shared_memory or (gpu.shared_memory_per_block_optin if gpu else 99 * 1024)
+    BM, BN, BK, stages, warps = (128, 256, 64, 4 if forward else 3, 8) if shared_memory >= 227 * 1024 else (
+        128, 128, 64, 3, 4)
     programs = gpu.multi_processor_count if gpu else 4
     descs = (TensorDescriptor.from_tensor(a, [BM, BK]), TensorDescriptor.from_tensor(b, [BK, BN]),
              TensorDescriptor.from_tensor(out, [BM, BN // 2]), TensorDescriptor.from_tensor(aux, [BM, BN // 2]))

@@ -466,9 +466,9 @@ def record_run(steps):
 
 
 def interpret_kernels(tg):
-    """Level 0: train_gpt.py's own Triton kernels (the ReLU² MLP), run by Triton's interpreter on CPU tensors
-    (TRITON_INTERPRET=1), against the unfused torch ops they replace: forward and backward, shapes ragged
-    against the tiles. Two interpreter gaps are filled first, so that it computes as a GPU does: its tl.dot
+    """Level 0: train_gpt.py's own Triton kernel (the ReLU² MLP), run by Triton's interpreter on CPU tensors
+    (TRITON_INTERPRET=1), against the unfused torch ops it replaces: each way, with the tiles of a 4090 and of an
+    H100, shapes ragged against them; then through ReLU2MLP's autograd. Two interpreter gaps are filled first, so that it computes as a GPU does: its tl.dot
     multiplies bf16's raw bits, and its fp32 -> bf16 cast truncates where GPUs round to nearest even."""
     import numpy as np
     import torch
@@ -495,17 +495,22 @@ def interpret_kernels(tg):
     M, D = 200, 96  # 200 rows: one full and one partial 128-row tile; K = 96: one and a half 64-wide K tiles
     x, fc, proj, grad = (torch.randn(*shape, generator=gen).div(shape[-1] ** 0.5).bfloat16()
                          for shape in ((M, D), (D, 4 * D), (D, 4 * D), (M, D)))
+    error = lambda a, b: ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
+    errors, post_exact = {}, True
+    for shared_memory in (101_376, 232_448):  # a 4090's and an H100's tiles
+        pre, post = tg.launch_mm_relu2(x, fc, shared_memory=shared_memory)
+        grad_pre = tg.launch_mm_relu2(grad, proj, pre, shared_memory=shared_memory)
+        errors[f"pre ({shared_memory} B)"] = error(pre, x @ fc)
+        errors[f"grad at pre ({shared_memory} B)"] = error(grad_pre, (grad @ proj) * 2 * F.relu(pre))
+        post_exact &= torch.equal(post, F.relu(pre).square())
     ours, unfused = ([t.clone().requires_grad_() for t in (x, fc, proj)] for _ in range(2))
-    pre, post = tg.launch_mm_relu2(x, fc)
     y = tg.ReLU2MLP.apply(*ours)
     y_ref = F.linear(F.relu(unfused[0] @ unfused[1]).square(), unfused[2])
     (y * grad).sum().backward()
     (y_ref * grad).sum().backward()
-    error = lambda a, b: ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
-    errors = {"pre": error(pre, x @ fc), "output": error(y, y_ref)}
+    errors["output"] = error(y, y_ref)
     errors.update({f"grad {name}": error(a.grad, b.grad) for name, a, b in zip(("x", "fc", "proj"), ours, unfused)})
-    return dict(level="kernels", max_relative_error=errors,
-                post_is_relu2_of_pre=torch.equal(post, F.relu(pre).square()))
+    return dict(level="kernels", max_relative_error=errors, post_is_relu2_of_pre=post_exact)
 
 
 def load_train_gpt(path):
