@@ -13,7 +13,7 @@ GPUs. Each trick is one flag; the first group is that record's (on by default), 
     rope_fraction      partial RoPE: rotary on this fraction of each head's dims, the rest position-free
     qk_norm            RMS-normalise queries and keys; attention scale is attn_scale
     mlp_act            "relu2" (ReLU squared) or "gelu" in the 4x MLP
-    fused_mlp          on CUDA, x @ fc and ReLU² in one Triton kernel, and ReLU²'s gradient in the next matmul's
+    fused_mlp          on CUDA, ReLU² in the epilogue of a Triton matmul (x @ fc), its gradient in backward's
     zero_init_out      attention-out and MLP-down projections start at zero
     unet_skips         encoder half's outputs added to the mirrored decoder layers with learned weights
     x0_skip            each block mixes in the normalised embedding: x = a*x + b*x0, a and b learned per layer
