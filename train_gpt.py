@@ -745,10 +745,9 @@ def launch_mm_relu2(a, b, aux=None, shared_memory=None):
     shared_memory = shared_memory or (gpu.shared_memory_per_block_optin if gpu else 99 * 1024)
     BM, BN, BK, stages, warps = (128, 256, 64, 4 if forward else 3, 8) if shared_memory >= 227 * 1024 else (
         128, 128, 64, 3, 4)
-    programs = gpu.multi_processor_count if gpu else 4
+    programs = min(gpu.multi_processor_count if gpu else 4, triton.cdiv(M, BM) * triton.cdiv(N, BN))  # persistent
     descs = (TensorDescriptor.from_tensor(a, [BM, BK]), TensorDescriptor.from_tensor(b, [BK, BN]),
              TensorDescriptor.from_tensor(out, [BM, BN // 2]), TensorDescriptor.from_tensor(aux, [BM, BN // 2]))
-    programs = min(programs, triton.cdiv(M, BM) * triton.cdiv(N, BN))
     mm_relu2_kernel[(programs,)](*descs, M, N, K, BM, BN, BK, programs, forward, num_stages=stages, num_warps=warps)
     return (out, aux) if forward else out
 

@@ -168,7 +168,8 @@ def main(argv):
         with tempfile.TemporaryDirectory(prefix="vgpu-cache-") as cache:
             cache = os.environ.get("VGPU_CACHE", cache)  # a cold cache by default: compile times as on a first run
             env.update(TRITON_INTERPRET="1" if level == "kernels" else "0", TORCHINDUCTOR_CACHE_DIR=cache,
-                       TRITON_CACHE_DIR=os.path.join(cache, "triton"), VGPU_PTXAS_LOG=os.path.join(cache, f"ptxas-{level}.log"))
+                       TRITON_CACHE_DIR=os.path.join(cache, "triton"),
+                       VGPU_PTXAS_LOG=os.path.join(cache, f"ptxas-{level}.log"))
             inner = subprocess.Popen([python, os.path.abspath(__file__), level, *argv[1:]], env=env,
                                      stdout=subprocess.PIPE, text=True)
             for line in inner.stdout:
@@ -254,10 +255,10 @@ def count_fused_matmuls(tg):
     forward, reading pre backward (bf16, M x N each)."""
     launch = tg.launch_mm_relu2
 
-    def counted(a, b, aux=None):
+    def counted(a, b, aux=None, **options):
         FUSED_FLOPS[0] += 2 * a.size(0) * a.size(1) * b.size(1)
         KERNEL_BYTES["mm_relu2 epilogue"] = KERNEL_BYTES.get("mm_relu2 epilogue", 0) + 2 * a.size(0) * b.size(1)
-        return launch(a, b, aux)
+        return launch(a, b, aux, **options)
     tg.launch_mm_relu2 = counted
 
 
@@ -468,8 +469,9 @@ def record_run(steps):
 def interpret_kernels(tg):
     """Level 0: train_gpt.py's own Triton kernel (the ReLU² MLP), run by Triton's interpreter on CPU tensors
     (TRITON_INTERPRET=1), against the unfused torch ops it replaces: each way, with the tiles of a 4090 and of an
-    H100, shapes ragged against them; then through ReLU2MLP's autograd. Two interpreter gaps are filled first, so that it computes as a GPU does: its tl.dot
-    multiplies bf16's raw bits, and its fp32 -> bf16 cast truncates where GPUs round to nearest even."""
+    H100, shapes ragged against them; then through ReLU2MLP's autograd. Two interpreter gaps are filled first,
+    so that it computes as a GPU does: its tl.dot multiplies bf16's raw bits, and its fp32 -> bf16 cast truncates
+    where GPUs round to nearest even."""
     import numpy as np
     import torch
     import torch.nn.functional as F
