@@ -705,14 +705,16 @@ if triton is not None:
     @triton.jit
     def relu2_epilogue(c, out_desc, aux_desc, m, n, FORWARD: tl.constexpr):
         """Forward: out = pre = c, aux = relu(pre)². Backward: out = c * 2 relu(aux), aux = pre. Rounded as the
-        unfused ops round: c to bf16 as cuBLAS returns it, the ReLU² math in fp32 as inductor does it."""
+        unfused ops round: c to bf16 as cuBLAS returns it, the ReLU² math in fp32 as inductor does it. The ReLU
+        keeps NaN as F.relu does (tl.maximum's default is the GPU's maxnum, which turns NaN into 0: a NaN weight
+        would become a dead unit instead of a non-finite loss)."""
         c = c.to(tl.bfloat16)
         if FORWARD:
             out_desc.store([m, n], c)
-            r = tl.maximum(c.to(tl.float32), 0)
+            r = tl.maximum(c.to(tl.float32), 0, propagate_nan=tl.PropagateNan.ALL)
             aux_desc.store([m, n], (r * r).to(tl.bfloat16))
         else:
-            r = tl.maximum(aux_desc.load([m, n]).to(tl.float32), 0)
+            r = tl.maximum(aux_desc.load([m, n]).to(tl.float32), 0, propagate_nan=tl.PropagateNan.ALL)
             out_desc.store([m, n], (c.to(tl.float32) * (2 * r)).to(tl.bfloat16))
 
     @triton.jit
@@ -897,6 +899,9 @@ class Block(nn.Module):
         return x
 
 
+VAL_CHUNK = 16384  # validation tokens whose logits exist at once (bf16 + fp32: 4.6 GiB at vocab 50304)
+
+
 def previous_tokens(idx):
     """(B, T) previous token, and whether there is none: the first position or a document start (EOT)."""
     prev = F.pad(idx[:, :-1], (1, 0))
@@ -985,16 +990,20 @@ class GPT(nn.Module):
     def head(self, x, targets):
         args = self.args
         B, T, D = x.shape
+        x = x.reshape(-1, D)
         if self.use_fp8 and self.training and targets is not None:  # validation in bf16, as the record evaluates
-            return FP8HeadLoss.apply(x.reshape(-1, D), self.lm_head.weight, targets.reshape(-1), B,
-                                     args.logit_softcap, args.softcap_form)
-        # (B*T, V) in fp32; under torch.compile the cast fuses into the loss kernel
-        logits = softcap(self.lm_head(x.reshape(-1, D)).float(), args.logit_softcap, args.softcap_form)
+            return FP8HeadLoss.apply(x, self.lm_head.weight, targets.reshape(-1), B, args.logit_softcap,
+                                     args.softcap_form)
+        # (rows, V) in fp32; under torch.compile the cast fuses into the loss kernel
+        logits = lambda rows: softcap(self.lm_head(rows).float(), args.logit_softcap, args.softcap_form)
         if targets is None:
-            return logits.view(B, T, -1)
+            return logits(x).view(B, T, -1)
         if self.training:
-            return F.cross_entropy(logits, targets.reshape(-1), reduction="sum") / B
-        return F.cross_entropy(logits, targets.reshape(-1))
+            return F.cross_entropy(logits(x), targets.reshape(-1), reduction="sum") / B
+        # validation: the mean per token, VAL_CHUNK tokens at a time, so that a 256K-token val sequence never holds
+        # all its logits at once (eager, that would be a bf16 and an fp32 copy of 262144 x 50304: 79 GB)
+        chunks = zip(x.split(VAL_CHUNK), targets.reshape(-1).split(VAL_CHUNK))
+        return sum(F.cross_entropy(logits(rows), t, reduction="sum") for rows, t in chunks) / targets.numel()
 
 
 def build_model(args, device):

@@ -77,12 +77,13 @@ def newton_schulz_fp32(G):
     return X
 
 
-def load(cpu):
-    """The record's definitions and schedules (get_lr, get_window_size_blocks) as a dict; None without
-    ../shared/reference."""
-    if not SOURCE.exists():
+def load(cpu, source=SOURCE):
+    """The record's definitions and schedules (get_lr, get_window_size_blocks) as a dict; None without its source
+    (../shared/reference, or where tools/gpu_check.py carried it)."""
+    source = Path(source)
+    if not source.exists():
         return None
-    text = SOURCE.read_text()
+    text = source.read_text()
     code = text[:text.index("\n=====")]  # the script, then its log
     # its lines stay where they are: Triton reads its kernels' source back from the file
     code = (code.replace("with open(sys.argv[0]) as f:\n    code = f.read()", "if True:\n    code = ''")  # its log
@@ -98,11 +99,52 @@ def load(cpu):
     schedules = [ast.get_source_segment(main, node) for node in ast.parse(main).body
                  if isinstance(node, ast.FunctionDef) and node.name.startswith(("get_lr", "get_window_size"))]
     module = types.ModuleType("record_2025_08_23")  # a module dynamo can import by name
-    module.__file__ = str(SOURCE)
+    module.__file__ = str(source)
     sys.modules[module.__name__] = module
     namespace = module.__dict__
-    exec(compile(definitions + "\n".join(schedules), str(SOURCE), "exec"), namespace)
+    exec(compile(definitions + "\n".join(schedules), str(source), "exec"), namespace)
     namespace["dist"] = OneProcess()
     if cpu:
         namespace.update(flex_attention=dense_flex_attention, newton_schulz_triton=newton_schulz_fp32)
     return namespace
+
+
+def trainer(record):
+    """The record's model and optimizers on one CUDA GPU as its script builds them (bf16 embedding tables, its
+    learning rates, torch.compile(dynamic=False, fullgraph=True)); -> step(index, sequences), one optimizer step of
+    its training loop over its 8 micro-batches (1-D int64 CUDA tensors of train_seq_len + 1 tokens), returning the
+    summed loss of the step. For tools/virtual_gpu.py report and tools/gpu_check.py."""
+    args = record["args"]
+    model = record["GPT"](vocab_size=50257, num_layers=12, num_heads=6, model_dim=768,
+                          max_seq_len=max(args.train_seq_len, args.val_seq_len)).cuda()
+    for module in model.modules():  # from here on its script's lines, CUDA as it is
+        if isinstance(module, torch.nn.Embedding):
+            module.bfloat16()
+    hidden = [p for n, p in model.blocks.named_parameters() if p.ndim >= 2 and "embed" not in n]
+    embed = [p for n, p in model.named_parameters() if "embed" in n]
+    scalar = [p for p in model.parameters() if p.ndim < 2]
+    adam = record["DistAdam"](scalar + [model.lm_head.weight] + embed, lr=0.008, betas=(0.8, 0.95), eps=1e-10,
+                              weight_decay=0.0)
+    muon = record["Muon"](hidden, lr=0.05, momentum=0.95, weight_decay=0.0)
+    for opt in (adam, muon):
+        for group in opt.param_groups:
+            group["initial_lr"] = group["lr"]
+    model = torch.compile(model, dynamic=False, fullgraph=True)
+
+    def step(index, sequences):
+        loss = 0
+        for seq in sequences:  # grad_accum_steps = 8 // world_size
+            micro = model(seq[:-1].int(), seq[1:], record["get_window_size_blocks"](index))
+            micro.backward()
+            loss = loss + micro.detach()
+        for opt in (adam, muon):
+            for group in opt.param_groups:
+                group["lr"] = group["initial_lr"] * record["get_lr"](index)
+        for group in muon.param_groups:
+            frac = min(index / 300, 1)
+            group["momentum"] = (1 - frac) * 0.85 + frac * 0.95
+        for opt in (adam, muon):
+            opt.step()
+        model.zero_grad(set_to_none=True)
+        return loss
+    return step

@@ -7,9 +7,9 @@ Built as libcuda.so.1 and loaded with LD_PRELOAD (tools/virtual_gpu.py does both
 The device it describes is chosen by VGPU_GPU (h100 | 4090). Memory is address space only: cudaMalloc reserves
 pages that are never touched (PROT_NONE), copies to the device are dropped, copies from it read zeros, and every
 kernel launch returns at once. So a program runs with a real allocator, real compiled kernels and real launch
-sequences, and every value it computes is garbage. Counters of launches and the largest shared-memory request
-are read through vgpu_counters(); a kernel that asks for more shared memory than the device has fails its
-launch set-up with a line naming it, as on the real device. */
+sequences, and every value it computes is garbage. Counters of launches and of the largest shared memory a launch
+took (what that kernel was compiled to need) are read through vgpu_counters(); a kernel that asks for more shared
+memory than the device has fails its launch set-up with a line naming it, as on the real device. */
 #define _GNU_SOURCE
 #include <cuda.h>
 #include <driver_types.h> /* the runtime's types; cudaDeviceProp's layout must be that of torch's CUDA version */
@@ -98,7 +98,7 @@ static char max_smem_kernel[256];
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* out: aten/runtime kernel launches, driver (Triton) launches, cuBLAS/cuBLASLt matmuls, memcpys, the largest
-   dynamic shared-memory request in bytes, the FLOPs of the cuBLAS matmuls. name: the kernel of that request. */
+   dynamic shared memory a launch took in bytes, the FLOPs of the cuBLAS matmuls. name: the kernel of that launch. */
 void vgpu_counters(long long out[6], char *name, size_t name_len) {
   pthread_mutex_lock(&lock);
   out[0] = n_kernel_launches; out[1] = n_triton_launches; out[2] = n_blas_calls; out[3] = n_copies;
@@ -461,12 +461,6 @@ CUresult cuFuncGetAttribute(int *value, CUfunction_attribute attr, CUfunction f)
 
 static CUresult check_shared_memory(CUfunction f, long long bytes) {
   const char *name = f ? ((function_t *)f)->name : "?";
-  pthread_mutex_lock(&lock);
-  if (bytes > max_smem_request) {
-    max_smem_request = bytes;
-    snprintf(max_smem_kernel, sizeof max_smem_kernel, "%s", name);
-  }
-  pthread_mutex_unlock(&lock);
   if (bytes <= (long long)device()->smem_per_block_optin) return CUDA_SUCCESS;
   fprintf(stderr, "vgpu: kernel %s asks for %lld bytes of shared memory; the %s has %zu per block\n", name, bytes,
           device()->name, device()->smem_per_block_optin);
@@ -481,8 +475,17 @@ CUresult cuFuncSetAttribute(CUfunction f, CUfunction_attribute attr, int value) 
 }
 CUresult cuFuncSetCacheConfig(CUfunction f, CUfunc_cache config) { return CUDA_SUCCESS; }
 
+/* The largest dynamic shared memory a launch takes: what the kernel needs (Triton's launchers pass the compiled
+   kernel's metadata.shared). Not cuFuncSetAttribute's value: Triton's loader sets the device's opt-in limit there
+   for every kernel over 48 KB. */
 static CUresult launch(CUfunction f, unsigned threads, unsigned smem) {
   COUNT(n_triton_launches);
+  pthread_mutex_lock(&lock);
+  if (smem > max_smem_request) {
+    max_smem_request = smem;
+    snprintf(max_smem_kernel, sizeof max_smem_kernel, "%s", ((function_t *)f)->name);
+  }
+  pthread_mutex_unlock(&lock);
   if (threads > 1024) {
     fprintf(stderr, "vgpu: kernel %s launched with %u threads per block (max 1024)\n", ((function_t *)f)->name, threads);
     return CUDA_ERROR_INVALID_VALUE;

@@ -350,10 +350,20 @@ def fake_step(tg, argv):
             live.track(t)
         loss = tg.train_step(model, model, batch, windows, muon, adam, 1, check_grads=True)
         assert loss.device.type == "cuda"
+    with fake, LiveBytes() as live_eval, torch.no_grad():  # one validation micro-batch as evaluate() runs it
+        for t in [*model.parameters(), *model.buffers(),
+                  *(t for opt in (muon, adam) for state in opt.state.values() for t in state.values())]:
+            live_eval.track(t)
+        model.eval()
+        rows = max(1, args.micro_batch_seqs * args.seq_len // args.val_seq_len)
+        val = torch.zeros(rows, args.val_seq_len + 1, dtype=torch.long, device=device)
+        model(val[:, :-1], val[:, 1:], windows)
     bf16 = all(dtypes == ["torch.bfloat16"] * 3 and kind == BlockMask.__name__ for dtypes, kind in seen)
     return dict(level="fake", attention_calls=len(seen), attention_inputs=seen[0] if seen else None,
                 attention_bf16_blockmask=bf16, fp8_head=model.use_fp8, micro_batches_per_step=accum,
-                eager_peak_gib=live.peak / 2**30, seconds=time.perf_counter() - start)
+                eager_peak_gib=live.peak / 2**30, eager_eval_peak_gib=live_eval.peak / 2**30,
+                memory_gib=torch.cuda.get_device_properties(0).total_memory / 2**30,
+                seconds=time.perf_counter() - start)
 
 
 def synthetic_shards(tg, folder, args, steps):
@@ -433,48 +443,22 @@ def record_run(steps):
     if record is None:
         raise SystemExit("virtual_gpu: ../shared/reference is absent: no record to run")
     count_kernel_bytes()
-    args = record["args"]
-    model = record["GPT"](vocab_size=50257, num_layers=12, num_heads=6, model_dim=768,
-                          max_seq_len=max(args.train_seq_len, args.val_seq_len)).cuda()
-    for module in model.modules():  # the rest of this function is its script's lines, CUDA as it is
-        if isinstance(module, torch.nn.Embedding):
-            module.bfloat16()
-    hidden = [p for n, p in model.blocks.named_parameters() if p.ndim >= 2 and "embed" not in n]
-    embed = [p for n, p in model.named_parameters() if "embed" in n]
-    scalar = [p for p in model.parameters() if p.ndim < 2]
-    adam = record["DistAdam"](scalar + [model.lm_head.weight] + embed, lr=0.008, betas=(0.8, 0.95), eps=1e-10,
-                              weight_decay=0.0)
-    muon = record["Muon"](hidden, lr=0.05, momentum=0.95, weight_decay=0.0)
-    for opt in (adam, muon):
-        for group in opt.param_groups:
-            group["initial_lr"] = group["lr"]
-    model = torch.compile(model, dynamic=False, fullgraph=True)
+    step, seq_len = record_0823.trainer(record), record["args"].train_seq_len
     meter, start = StepMeter(), time.perf_counter()
-    for step in range(steps + 1):
+    for index in range(steps + 1):
         with meter:
-            for _ in range(8):  # grad_accum_steps = 8 // world_size
-                inputs = torch.randint(0, 50257, (args.train_seq_len,), device="cuda", dtype=torch.int32)
-                model(inputs, inputs.long(), record["get_window_size_blocks"](step)).backward()
-            for opt in (adam, muon):
-                for group in opt.param_groups:
-                    group["lr"] = group["initial_lr"] * record["get_lr"](step)
-            for opt in (adam, muon):
-                opt.step()
-            model.zero_grad(set_to_none=True)
+            step(index, [torch.randint(0, 50257, (seq_len + 1,), device="cuda") for _ in range(8)])
     return dict(level="record", steps=steps, seconds=time.perf_counter() - start, last_step=meter.steps[-1],
                 peak_allocated_gib=torch.cuda.max_memory_allocated() / 2**30,
                 peak_reserved_gib=torch.cuda.max_memory_reserved() / 2**30)
 
 
-def interpret_kernels(tg):
-    """Level 0: train_gpt.py's own Triton kernel (the ReLU² MLP), run by Triton's interpreter on CPU tensors
-    (TRITON_INTERPRET=1), against the unfused torch ops it replaces: each way, with the tiles of a 4090 and of an
-    H100, shapes ragged against them; then through ReLU2MLP's autograd. Two interpreter gaps are filled first,
-    so that it computes as a GPU does: its tl.dot multiplies bf16's raw bits, and its fp32 -> bf16 cast truncates
-    where GPUs round to nearest even."""
+def gpu_like_interpreter():
+    """Fill three gaps of Triton's interpreter (TRITON_INTERPRET=1) so that it computes as a GPU does: its tl.dot
+    multiplies bf16's raw bits; its fp32 -> bf16 cast truncates where GPUs round to nearest even; its maxnum
+    (tl.maximum's default, PropagateNan.NONE) keeps NaN, where the GPU's max.f32 returns the other operand."""
     import numpy as np
     import torch
-    import torch.nn.functional as F
     import triton.language as tl
     from triton.runtime import interpreter
     builder = interpreter.InterpreterBuilder
@@ -492,14 +476,30 @@ def interpret_kernels(tg):
         return cast(self, src, dst_type)
     builder.create_dot = lambda self, a, b, d, *rest: dot(self, widen(a), widen(b), d, *rest)
     builder.cast_impl = rounded_cast
+    builder.create_maxnumf = lambda self, lhs, rhs: self.binary_op(lhs, rhs, np.fmax)
 
-    gen = torch.Generator().manual_seed(0)
-    M, D = 200, 96  # 200 rows: one full and one partial 128-row tile; K = 96: one and a half 64-wide K tiles
-    x, fc, proj, grad = (torch.randn(*shape, generator=gen).div(shape[-1] ** 0.5).bfloat16()
+
+def interpret_kernels(tg):
+    """Level 0: train_gpt.py's own Triton kernel (the ReLU² MLP), run by Triton's interpreter on CPU tensors
+    (TRITON_INTERPRET=1, made to compute as a GPU does: gpu_like_interpreter) against the unfused torch ops:
+    mlp_kernel_check at 200 rows x 96 (one full and one partial 128-row tile; one and a half 64-wide K tiles)."""
+    gpu_like_interpreter()
+    return dict(level="kernels", **mlp_kernel_check(tg, 200, 96, "cpu"))
+
+
+def mlp_kernel_check(tg, M, D, device, shared_memories=(101_376, 232_448), seed=0):
+    """train_gpt.py's ReLU² MLP kernel against the unfused torch ops it replaces, x (M, D), hidden 4D, bf16: each
+    way with the tiles for each shared-memory size (a 4090's 128x128 and an H100's 128x256); then through
+    ReLU2MLP's autograd; then with a NaN in a weight, which must reach the output as it does through F.relu.
+    -> dict(max_relative_error={name: error}, post_is_relu2_of_pre, nan_reaches_output)."""
+    import torch
+    import torch.nn.functional as F
+    gen = torch.Generator().manual_seed(seed)
+    x, fc, proj, grad = (torch.randn(*shape, generator=gen).div(shape[-1] ** 0.5).bfloat16().to(device)
                          for shape in ((M, D), (D, 4 * D), (D, 4 * D), (M, D)))
     error = lambda a, b: ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
     errors, post_exact = {}, True
-    for shared_memory in (101_376, 232_448):  # a 4090's and an H100's tiles
+    for shared_memory in shared_memories:
         pre, post = tg.launch_mm_relu2(x, fc, shared_memory=shared_memory)
         grad_pre = tg.launch_mm_relu2(grad, proj, pre, shared_memory=shared_memory)
         errors[f"pre ({shared_memory} B)"] = error(pre, x @ fc)
@@ -512,7 +512,10 @@ def interpret_kernels(tg):
     (y_ref * grad).sum().backward()
     errors["output"] = error(y, y_ref)
     errors.update({f"grad {name}": error(a.grad, b.grad) for name, a, b in zip(("x", "fc", "proj"), ours, unfused)})
-    return dict(level="kernels", max_relative_error=errors, post_is_relu2_of_pre=post_exact)
+    fc_nan = fc.clone()
+    fc_nan[0, 0] = float("nan")
+    nan_reaches = not tg.ReLU2MLP.apply(x, fc_nan, proj).float().sum().isfinite().item()
+    return dict(max_relative_error=errors, post_is_relu2_of_pre=post_exact, nan_reaches_output=nan_reaches)
 
 
 def load_train_gpt(path):
@@ -533,8 +536,15 @@ def failures(report):
                 for name, err in report["max_relative_error"].items() if not err <= 2 ** -7]
         if not report["post_is_relu2_of_pre"]:
             bad.append("ReLU² MLP kernel: its relu(pre)² output is not relu(pre)² of its own pre")
+        if not report["nan_reaches_output"]:
+            bad.append("ReLU² MLP kernel: a NaN weight gives a finite output (its ReLU drops NaN; F.relu keeps it)")
     if report["level"] == "fake" and not report["attention_bf16_blockmask"]:
         bad.append(f"attention inputs {report['attention_inputs']}: FlexAttention must get bf16 q, k, v and a BlockMask")
+    if report["level"] == "fake" and not report["attention_calls"]:
+        bad.append("no attention call seen: the fake step's watch on train_gpt.attention no longer matches")
+    if report["level"] == "fake" and report["eager_eval_peak_gib"] > report["memory_gib"]:
+        bad.append(f"validation without compile peaks at {report['eager_eval_peak_gib']:.1f} GiB of live tensors, more"
+                   f" than the GPU's {report['memory_gib']:.1f} GiB")
     if report["level"] == "run":
         if report["dynamo_graphs"] != report["expected_graphs"]:
             bad.append(f"{report['dynamo_graphs']} graphs, expected {report['expected_graphs']} (training and"
