@@ -733,11 +733,16 @@ if triton is not None:
             relu2_epilogue(right, out_desc, aux_desc, m, n + BLOCK_N // 2, FORWARD)
 
 
+def relu2_tiles(shared_memory, forward):
+    """(BLOCK_M, BLOCK_N, BLOCK_K, stages, warps) of the ReLU² matmul for the shared memory per block:
+    modded-nanogpt's fused MLP (PR #197, @andrewbriand, @jrauvola) where there are 227 KB (H100, B200); 128x128
+    and 3 stages fit the 99 KB of a 4090 or 5090."""
+    return (128, 256, 64, 4 if forward else 3, 8) if shared_memory >= 227 * 1024 else (128, 128, 64, 3, 4)
+
+
 def launch_mm_relu2(a, b, aux=None, shared_memory=None):
     """a (M, K) @ b (K, N), bf16, with ReLU² in the epilogue: aux None -> (pre, relu(pre)²); aux = pre ->
-    (a @ b) * 2 relu(pre), the gradient at pre. Tiles and stages for the shared memory per block (default: the
-    GPU's): modded-nanogpt's fused MLP (PR #197, @andrewbriand, @jrauvola) where there are 227 KB (H100, B200);
-    128x128 and 3 stages fit the 99 KB of a 4090 or 5090."""
+    (a @ b) * 2 relu(pre), the gradient at pre. Tiles for the shared memory per block (default: the GPU's)."""
     a, b = a.contiguous(), b.contiguous()
     (M, K), N = a.shape, b.size(1)
     out = a.new_empty(M, N)
@@ -745,8 +750,7 @@ def launch_mm_relu2(a, b, aux=None, shared_memory=None):
     aux = a.new_empty(M, N) if forward else aux
     gpu = torch.cuda.get_device_properties(a.device) if a.is_cuda else None  # None: Triton's interpreter (tests)
     shared_memory = shared_memory or (gpu.shared_memory_per_block_optin if gpu else 99 * 1024)
-    BM, BN, BK, stages, warps = (128, 256, 64, 4 if forward else 3, 8) if shared_memory >= 227 * 1024 else (
-        128, 128, 64, 3, 4)
+    BM, BN, BK, stages, warps = relu2_tiles(shared_memory, forward)
     programs = min(gpu.multi_processor_count if gpu else 4, triton.cdiv(M, BM) * triton.cdiv(N, BN))  # persistent
     descs = (TensorDescriptor.from_tensor(a, [BM, BK]), TensorDescriptor.from_tensor(b, [BK, BN]),
              TensorDescriptor.from_tensor(out, [BM, BN // 2]), TensorDescriptor.from_tensor(aux, [BM, BN // 2]))

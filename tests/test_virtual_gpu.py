@@ -52,8 +52,11 @@ def assert_healthy(reports, shared_limit, capability):
     assert max(kernels["max_relative_error"].values()) <= 2 ** -7 and kernels["post_is_relu2_of_pre"]
     assert fake["capability"] == capability and fake["fp8_head"]  # compute capability >= 8.9: FP8 head on
     assert fake["attention_bf16_blockmask"] and fake["attention_calls"] > 0
+    assert fake["eager_eval_peak_gib"] < fake["memory_gib"]  # validation fits without compile too
     assert run["dynamo_graphs"] == 2  # training and validation; the window schedule moved through every size
-    assert 0 < run["max_shared_bytes"] <= shared_limit
+    # the shared memory a kernel launches with, as compiled: below the limit Triton's loader sets for every kernel
+    # over 48 KB (which is what the stand-in reported before)
+    assert 0 < run["max_shared_bytes"] < shared_limit
     assert run["ptxas_runs"] > 0 and run["ptxas_peak_gib"] < 2 and run["fp8_head"]
     assert run["last_step"]["triton"] > 0 and run["last_step"]["blas_flops"] > 0 and run["peak_allocated_gib"] > 0
     assert run["last_step"]["fused_flops"] > 0  # relu2 on CUDA: the fused MLP kernel ran
@@ -108,6 +111,8 @@ def test_fp32_attention_inputs_fail_the_fake_step(tmp_path):
     ("relu2_epilogue(right, out_desc, aux_desc, m, n + BLOCK_N // 2, FORWARD)",
      "relu2_epilogue(right, out_desc, aux_desc, m, n, FORWARD)"),  # the tile's right half stored over its left
     ("return grad_pre @ fc.T, x.T @ grad_pre, grad.T @ post", "return grad_pre @ fc.T, x.T @ grad_pre, grad.T @ pre"),
+    ("r = tl.maximum(c.to(tl.float32), 0, propagate_nan=tl.PropagateNan.ALL)",
+     "r = tl.maximum(c.to(tl.float32), 0)"),  # maxnum: on a GPU a NaN weight would become a dead unit
 ])
 def test_wrong_mlp_kernel_fails_under_the_interpreter(tmp_path, old, new):
     code, reports, output = tool("kernels", train_gpt=planted(tmp_path, old, new))

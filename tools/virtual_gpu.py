@@ -143,23 +143,30 @@ def setup():
     print(f"virtual_gpu: stand-in built at {build_stub(site_packages(os.path.join(VENV, 'bin', 'python')))}")
 
 
+def environment(gpu):
+    """-> (python, environment variables) of a process that sees the null GPU of kind `gpu`: the CUDA build's
+    interpreter with the stand-in built and preloaded (also for tools/gpu_check.py --dry-run)."""
+    python = cuda_python()
+    if python is None:
+        raise SystemExit("virtual_gpu: no CUDA build of torch; run `python tools/virtual_gpu.py setup` "
+                         "(or set VGPU_PYTHON to a Python that has one)")
+    if gpu not in GPUS:
+        raise SystemExit(f"virtual_gpu: --gpu={gpu!r} is not one of {', '.join(GPUS)}")
+    site = site_packages(python)
+    lib = build_stub(site)
+    return python, dict(os.environ, LD_PRELOAD=lib, VGPU_GPU=gpu, TRITON_LIBCUDA_PATH=BUILD, VGPU_INNER="1",
+                        LD_LIBRARY_PATH=os.pathsep.join([BUILD, os.environ.get("LD_LIBRARY_PATH", "")]),
+                        TRITON_PTXAS_PATH=write_ptxas_wrapper(),
+                        VGPU_REAL_PTXAS=os.path.join(site, "triton", "backends", "nvidia", "bin", "ptxas"))
+
+
 def main(argv):
     if not argv or argv[0] not in ("setup", "check", "kernels", "fake", "run", "report"):
         raise SystemExit(__doc__)
     if argv[0] == "setup":
         return setup()
-    python = cuda_python()
-    if python is None:
-        raise SystemExit("virtual_gpu: no CUDA build of torch; run `python tools/virtual_gpu.py setup` "
-                         "(or set VGPU_PYTHON to a Python that has one)")
-    site = site_packages(python)
-    lib = build_stub(site)
     gpu = next((a.split("=", 1)[1] for a in argv if a.startswith("--gpu=")), "h100")
-    if gpu not in GPUS:
-        raise SystemExit(f"virtual_gpu: --gpu={gpu!r} is not one of {', '.join(GPUS)}")
-    env = dict(os.environ, LD_PRELOAD=lib, LD_LIBRARY_PATH=os.pathsep.join([BUILD, os.environ.get("LD_LIBRARY_PATH", "")]),
-               VGPU_GPU=gpu, TRITON_LIBCUDA_PATH=BUILD, VGPU_INNER="1", TRITON_PTXAS_PATH=write_ptxas_wrapper(),
-               VGPU_REAL_PTXAS=os.path.join(site, "triton", "backends", "nvidia", "bin", "ptxas"))
+    python, env = environment(gpu)
     levels = {"check": ["kernels", "fake", "run"], "report": ["run", "record"]}.get(argv[0], [argv[0]])
     if argv[0] == "report" and not (is_record(argv[1:]) and os.path.exists(RECORD_SOURCE)):
         levels = ["run"]  # the record's model is the record preset's only
