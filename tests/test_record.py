@@ -109,28 +109,11 @@ def test_same_weights_after_optimizer_steps_with_the_schedules(record):
     theirs, mine = paired_models(record, seed=1)
     args = ours("--num_iterations=6")
     record["args"].num_iterations = 6
-    scalar_params = [p for p in theirs.parameters() if p.ndim < 2]  # the record's four lines, as in its script
-    hidden = [p for n, p in theirs.blocks.named_parameters() if p.ndim >= 2 and "embed" not in n]
-    embed = [p for n, p in theirs.named_parameters() if "embed" in n]
-    adam = record["DistAdam"](scalar_params + [theirs.lm_head.weight] + embed, lr=0.008, betas=(0.8, 0.95),
-                              eps=1e-10, weight_decay=0.0)
-    muon = record["Muon"](hidden, lr=0.05, momentum=0.95, weight_decay=0.0)
-    for opt in (adam, muon):
-        for group in opt.param_groups:
-            group["initial_lr"] = group["lr"]
+    their_step = record_0823.trainer(record, theirs)  # its optimizers and loop body, as in its script
     my_muon, my_adam = tg.build_optimizers(mine, args)
     for step in range(6):
         tokens = sequence(10 + step)
-        theirs(tokens[:-1], tokens[1:], record["get_window_size_blocks"](step)).backward()
-        for opt in (adam, muon):  # the record's loop body
-            for group in opt.param_groups:
-                group["lr"] = group["initial_lr"] * record["get_lr"](step)
-        for group in muon.param_groups:
-            frac = min(step / 300, 1)
-            group["momentum"] = (1 - frac) * 0.85 + frac * 0.95
-        for opt in (adam, muon):
-            opt.step()
-        theirs.zero_grad(set_to_none=True)
+        their_step(step, [tokens])
         windows = tg.apply_schedules(step, args, mine, my_muon, my_adam)
         tg.train_step(mine, mine, tokens[None, None], windows, my_muon, my_adam, world_size=1)
         for name, p in mine.named_parameters():

@@ -10,6 +10,7 @@ process (OneProcess: gloo has no futures on its async work, which the record wai
 import ast
 import re
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -109,17 +110,24 @@ def load(cpu, source=SOURCE):
     return namespace
 
 
-def trainer(record):
-    """The record's model and optimizers on one CUDA GPU as its script builds them (bf16 embedding tables, its
-    learning rates, torch.compile(dynamic=False, fullgraph=True)); -> step(index, sequences), one optimizer step of
-    its training loop over its 8 micro-batches (1-D int64 CUDA tensors of train_seq_len + 1 tokens), returning the
-    summed loss of the step. For tools/virtual_gpu.py report and tools/gpu_check.py."""
+def cuda_model(record):
+    """The record's model on the GPU as its script builds it: bf16 embedding tables."""
     args = record["args"]
     model = record["GPT"](vocab_size=50257, num_layers=12, num_heads=6, model_dim=768,
                           max_seq_len=max(args.train_seq_len, args.val_seq_len)).cuda()
-    for module in model.modules():  # from here on its script's lines, CUDA as it is
+    for module in model.modules():
         if isinstance(module, torch.nn.Embedding):
             module.bfloat16()
+    return model
+
+
+def trainer(record, model, compile=False):
+    """The record's optimizers over `model` as its script makes them (its learning rates; compile: its
+    torch.compile(dynamic=False, fullgraph=True) of the model); -> step(index, sequences), one optimizer step of
+    its training loop over its micro-batches (1-D int64 tensors of seq_len + 1 tokens, 8 in its script), returning
+    the summed loss; say(text), if given, hears when each part of the step is done (host time: on a first step,
+    where compiling and autotuning went). For tests/test_record.py, tools/virtual_gpu.py report and
+    tools/gpu_check.py."""
     hidden = [p for n, p in model.blocks.named_parameters() if p.ndim >= 2 and "embed" not in n]
     embed = [p for n, p in model.named_parameters() if "embed" in n]
     scalar = [p for p in model.parameters() if p.ndim < 2]
@@ -129,14 +137,16 @@ def trainer(record):
     for opt in (adam, muon):
         for group in opt.param_groups:
             group["initial_lr"] = group["lr"]
-    model = torch.compile(model, dynamic=False, fullgraph=True)
+    forward = torch.compile(model, dynamic=False, fullgraph=True) if compile else model
 
-    def step(index, sequences):
-        loss = 0
-        for seq in sequences:  # grad_accum_steps = 8 // world_size
-            micro = model(seq[:-1].int(), seq[1:], record["get_window_size_blocks"](index))
+    def step(index, sequences, say=None):
+        loss, start = 0, time.perf_counter()
+        for i, seq in enumerate(sequences):  # grad_accum_steps = 8 // world_size
+            micro = forward(seq[:-1].int(), seq[1:], record["get_window_size_blocks"](index))
             micro.backward()
             loss = loss + micro.detach()
+            if say:
+                say(f"step {index}: micro-batch {i + 1} forward and backward done at {time.perf_counter() - start:.0f} s")
         for opt in (adam, muon):
             for group in opt.param_groups:
                 group["lr"] = group["initial_lr"] * record["get_lr"](index)
@@ -145,6 +155,8 @@ def trainer(record):
             group["momentum"] = (1 - frac) * 0.85 + frac * 0.95
         for opt in (adam, muon):
             opt.step()
+            if say:
+                say(f"step {index}: {type(opt).__name__} done at {time.perf_counter() - start:.0f} s")
         model.zero_grad(set_to_none=True)
         return loss
     return step

@@ -450,7 +450,8 @@ def record_run(steps):
     if record is None:
         raise SystemExit("virtual_gpu: ../shared/reference is absent: no record to run")
     count_kernel_bytes()
-    step, seq_len = record_0823.trainer(record), record["args"].train_seq_len
+    step = record_0823.trainer(record, record_0823.cuda_model(record), compile=True)
+    seq_len = record["args"].train_seq_len
     meter, start = StepMeter(), time.perf_counter()
     for index in range(steps + 1):
         with meter:
