@@ -48,11 +48,11 @@ def test_a_train_log_gives_compile_time_step_time_and_peak(tmp_path):
     assert cut["steps_done"] == 8 and cut["step_ms"] == pytest.approx(800) and "peak_allocated_gib" not in cut
 
 
-def dry_run(tmp_path, *options):
+def dry_run(tmp_path, *options, env=None):
     """-> (exit code, report.json, report.md, output)"""
     out = tmp_path / "out"
     result = subprocess.run([sys.executable, str(TOOL), "--dry-run", f"--out={out}", *options], capture_output=True,
-                            text=True, timeout=1800)
+                            text=True, timeout=1800, env=env)
     report = json.loads((out / "report.json").read_text()) if (out / "report.json").exists() else None
     markdown = (out / "report.md").read_text() if (out / "report.md").exists() else ""
     return result.returncode, report, markdown, result.stdout + result.stderr
@@ -61,8 +61,8 @@ def dry_run(tmp_path, *options):
 @needs_virtual_gpu
 @pytest.mark.skipif(not (SHARED / "proxy").is_dir() or not (SHARED / "reference").is_dir(),
                     reason="../shared/proxy or ../shared/reference is absent")
-def test_dry_run_reports_every_stage(tmp_path):
-    code, report, markdown, output = dry_run(tmp_path)
+def test_dry_run_reports_every_stage(tmp_path, record_compile_cache):
+    code, report, markdown, output = dry_run(tmp_path, env=record_compile_cache)
     assert code == 0, output[-4000:]
     assert "budgets (s, x6): env 84, mlp_kernel 258" in output and "all stages 468 s on an H100 (limit 480)" in output
     stages = report["stages"]

@@ -27,10 +27,11 @@ pytestmark = [
 GIB = 2**30
 
 
-def tool(*args, train_gpt=None):
+def tool(*args, train_gpt=None, env=None):
     """Run the tool; -> (return code, {level: report}, its output)."""
     extra = [f"--train_gpt={train_gpt}"] if train_gpt else []
-    result = subprocess.run([sys.executable, str(TOOL), *args, *extra], capture_output=True, text=True, timeout=1500)
+    result = subprocess.run([sys.executable, str(TOOL), *args, *extra], capture_output=True, text=True, timeout=1500,
+                            env=env)
     output = result.stdout + result.stderr
     reports = {}
     for line in result.stdout.splitlines():
@@ -130,10 +131,10 @@ def test_oversized_flex_blocks_fail_on_a_4090(tmp_path):
 
 
 @pytest.mark.skipif(not (ROOT.parent / "shared" / "reference").is_dir(), reason="../shared/reference is absent")
-def test_report_puts_one_step_beside_the_records_own_script():
+def test_report_puts_one_step_beside_the_records_own_script(record_compile_cache):
     """The 2025-08-23 record's model and optimizers (its own code) and ours, one optimizer step each on the
     virtual H100: ours must not read and write more bytes in generated kernels, nor peak higher."""
-    code, reports, output = tool("report", "--preset=record", "--gpu=h100", "--steps=1")
+    code, reports, output = tool("report", "--preset=record", "--gpu=h100", "--steps=1", env=record_compile_cache)
     assert code == 0, output[-4000:]
     ours, record = reports["run"]["last_step"], reports["record"]["last_step"]
     assert "| one optimizer step on the virtual h100 | train_gpt.py | record 2025-08-23 |" in output

@@ -127,8 +127,9 @@ def main(argv):
         import virtual_gpu
         python, env = virtual_gpu.environment("h100")
         env["VGPU_PTXAS_LOG"] = os.path.join(work, "ptxas.log")
-    env.update(PYTHONUNBUFFERED="1", TORCHINDUCTOR_CACHE_DIR=os.path.join(work, "inductor"),
-               TRITON_CACHE_DIR=os.path.join(work, "triton"), TIKTOKEN_CACHE_DIR=os.path.join(data, "tiktoken_cache"))
+    cache = os.environ.get("VGPU_CACHE", work) if dry_run else work  # a dry-run may share the virtual GPU's
+    env.update(PYTHONUNBUFFERED="1", TORCHINDUCTOR_CACHE_DIR=cache,
+               TRITON_CACHE_DIR=os.path.join(cache, "triton"), TIKTOKEN_CACHE_DIR=os.path.join(data, "tiktoken_cache"))
     log = open(os.path.join(out, "gpu_check.log"), "w")
     say = lambda line: (print(line, flush=True), log.write(line + "\n"), log.flush())
     say(f"gpu_check: {'dry-run on the virtual H100' if dry_run else 'GPU'}, data {data}, budgets (s, x{scale:g}): "
