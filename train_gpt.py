@@ -96,7 +96,7 @@ class Hyperparameters:
     qk_norm: bool = True
     attn_scale: float = 0.12  # record 2025-08-23 (Marin uses 1.35/sqrt(head_dim))
     mlp_act: str = "relu2"  # relu2 | gelu
-    fused_mlp: bool = True  # CUDA and relu2 only; the same math as the unfused ops, 87 GB less traffic per record step
+    fused_mlp: bool = True  # CUDA and relu2 only; the same math as the unfused ops, less memory traffic (README)
     zero_init_out: bool = True
     unet_skips: bool = True
     x0_skip: bool = True
@@ -186,7 +186,7 @@ PRESETS = {
     **LATER_TRICKS,
     "stack": {name: value for trick in LATER_TRICKS.values() for name, value in trick.items()},  # all of them
     # one 24 GB card: the record's math with 32K-token sequences (12 accumulation steps) so activations fit;
-    # on the virtual 4090 (tools/virtual_gpu.py) 20.5 GiB allocated, 20.6 reserved; 48K runs out of memory
+    # its peak on the virtual 4090 and under a 24 GB cap on a real GPU is in README; 48K runs out of memory
     "4090": dict(seq_len=32 * 1024, val_seq_len=32 * 1024),
     # the ~350M model of the 2.92 track; step count is a starting point, not yet tuned here
     "medium": dict(num_layers=16, model_dim=1024, num_heads=8, no_attn_layers=(), num_iterations=5000),
