@@ -1,7 +1,7 @@
 """GPU check: what only a real GPU answers about train_gpt.py, in one command of at most 8 minutes on an H100.
 
 On a lent GPU (the `device` tool: one call, 15 minutes of device time per task, start-up included), first, here,
-copy what the run reads into .gpu/ (git-ignored, 43 MB of the 64 MB that travel; ../shared does not travel):
+copy what the run reads into .gpu/ (git-ignored, 42 MB of the 64 MB that travel; ../shared does not travel):
 
     mkdir -p .gpu/reference && cp -r ../shared/proxy ../shared/tiktoken_cache .gpu/ \\
         && cp ../shared/reference/modded-nanogpt_2025-08-23_020630eb.txt .gpu/reference/
@@ -57,14 +57,15 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
+import virtual_gpu  # noqa: E402  (stdlib only at import, as this driver)
 RESULT = "gpu-check: "  # a stage's findings, one JSON line each (merged in order)
 RECORD_FILE = "modded-nanogpt_2025-08-23_020630eb.txt"
 DRY_RUN_SCALE = 6
 TOTAL_LIMIT_S = 480  # one H100, compiles included: 8 of the lease's 15 minutes, the rest for start-up and a margin
 
 # What each stage is expected to take on an H100, in seconds, from the virtual GPU (README, tools/virtual_gpu.py
-# run/report, torch 2.11.0+cu130): compile of the record preset's training step 45 s (4090 preset: 49 s); roofline
-# of one record step 0.79 s (ours) and 0.87 s (the record's script). Start-up (imports, data, model) and the small
+# run/report, torch 2.11.0+cu130): compile of the record preset's training step about 45 s (4090 preset: 49 s);
+# roofline of one record step 0.79 s (ours) and 0.87 s (the record's script). Start-up (imports, data, model) and the small
 # compiles (one MLP, flex alone, validation's graph) are assumptions. A budget is its estimate plus 15%.
 COMPILE_S, VAL_COMPILE_S, STEP_S, SCRIPT_STEP_S = 45, 25, 0.79, 0.87
 TRAIN_STEPS, TIMED_FROM = 12, 4  # record/unfused/record_script: 12 steps after 1 untimed, timed from step 4 on
@@ -84,12 +85,10 @@ STAGES = list(BUDGETS)
 
 # The virtual GPU's prediction for what the real run measures (README's performance table: tools/virtual_gpu.py
 # report --preset=record --gpu=h100, torch 2.11.0+cu130): model FLOPs and generated-kernel bytes of one record
-# step, the allocator peak. The roofline for the GPU at hand: FLOPs at 60% of its dense bf16 peak plus bytes at 80%
-# of its bandwidth, as the report computes it.
+# step, the allocator peak; the roofline for the GPU at hand as the report computes it (virtual_gpu.roofline_ms).
 PREDICTED = {"record": dict(flops=3.28e14, kernel_bytes=6.36e11, peak_gib=28.0),
              "record_script": dict(flops=3.28e14, kernel_bytes=8.43e11, peak_gib=30.9),
              "preset_4090": dict(peak_gib=19.6)}
-GPU_PEAKS = {"H100": (989.4e12, 3.35e12), "H200": (989.4e12, 4.8e12)}  # NVIDIA's H100 SXM and H200 datasheets
 
 # train_gpt.py's runs; --train_files, --val_files, --run_id (and --check_finite=false in a dry-run) are added
 TRAIN_RUNS = {
@@ -124,7 +123,6 @@ def main(argv):
     work = tempfile.mkdtemp(prefix="gpu_check_")  # the runs' logs/, and one compile cache for all stages
     python, env = sys.executable, dict(os.environ)
     if dry_run:
-        import virtual_gpu
         python, env = virtual_gpu.environment("h100")
         env["VGPU_PTXAS_LOG"] = os.path.join(work, "ptxas.log")
     cache = os.environ.get("VGPU_CACHE", work) if dry_run else work  # a dry-run may share the virtual GPU's
@@ -245,9 +243,8 @@ def judge(name, result, dry_run):
     if name in PREDICTED and "peak_allocated_gib" in result:
         result["predicted_peak_gib"] = PREDICTED[name]["peak_gib"]
     if name in ("record", "record_script") and result.get("step_ms") and result.get("gpu"):
-        flops, bandwidth = next((v for k, v in GPU_PEAKS.items() if k in result["gpu"]), GPU_PEAKS["H100"])
-        p = PREDICTED[name]
-        result["roofline_ms"] = 1e3 * (p["flops"] / (0.6 * flops) + p["kernel_bytes"] / (0.8 * bandwidth))
+        gpu = next((k for k in virtual_gpu.GPU_PEAKS if k.upper() in result["gpu"].upper()), "h100")
+        result["roofline_ms"] = virtual_gpu.roofline_ms(PREDICTED[name]["flops"], PREDICTED[name]["kernel_bytes"], gpu)
     if name in ("record", "unfused") and result.get("step_ms") and result.get("flops_per_token") and result.get(
             "peak_flops"):
         result["mfu"] = result["flops_per_token"] * result["tok_s"] / result["peak_flops"]
@@ -389,7 +386,6 @@ def stage_env(tg, ctx):
 
 def stage_mlp_kernel(tg, ctx):
     import torch
-    import virtual_gpu
     kernels = watch_kernel_loads()
     if ctx["dry_run"]:  # Triton's interpreter on CPU tensors; the record's shape would take minutes there
         virtual_gpu.gpu_like_interpreter()

@@ -190,11 +190,19 @@ def main(argv):
 
 
 RECORD_SOURCE = os.path.join(os.path.dirname(ROOT), "shared", "reference", "modded-nanogpt_2025-08-23_020630eb.txt")
-# Dense bf16 FLOP/s and memory bytes/s: NVIDIA H100 SXM5 datasheet (989.4 TFLOPS, 3.35 TB/s HBM3); Ada
-# whitepaper, RTX 4090 (165.2 TFLOPS bf16 with fp32 accumulation, 1008 GB/s GDDR6X)
-GPU_PEAKS = {"h100": (989.4e12, 3.35e12), "4090": (165.2e12, 1.008e12)}
+# Dense bf16 FLOP/s and memory bytes/s: NVIDIA H100 SXM5 datasheet (989.4 TFLOPS, 3.35 TB/s HBM3); H200 datasheet
+# (the H100's 989.4 TFLOPS, 4.8 TB/s HBM3e; a real GPU tools/gpu_check.py may be lent); Ada whitepaper, RTX 4090
+# (165.2 TFLOPS bf16 with fp32 accumulation, 1008 GB/s GDDR6X)
+GPU_PEAKS = {"h100": (989.4e12, 3.35e12), "h200": (989.4e12, 4.8e12), "4090": (165.2e12, 1.008e12)}
 # assumed: cuBLAS at these shapes reaches ~60% of the tensor-core peak, a memory-bound kernel ~80% of bandwidth
 MATMUL_EFFICIENCY, MEMORY_EFFICIENCY = 0.6, 0.8
+
+
+def roofline_ms(flops, kernel_bytes, gpu):
+    """A step's time if its FLOPs ran at MATMUL_EFFICIENCY of the GPU's peak and its kernel bytes moved at
+    MEMORY_EFFICIENCY of its bandwidth, one after the other."""
+    peak, bandwidth = GPU_PEAKS[gpu]
+    return 1000 * (flops / (peak * MATMUL_EFFICIENCY) + kernel_bytes / (bandwidth * MEMORY_EFFICIENCY))
 
 
 def is_record(train_args):
@@ -217,7 +225,7 @@ def report_table(reports, gpu):
             ("allocator peak in the step (GiB)", lambda r: f"{r['last_step']['peak_allocated_gib']:.1f}"),
             (f"roofline (ms): FLOPs at {MATMUL_EFFICIENCY:.0%} of {peak / 1e12:.0f} TFLOP/s + bytes at "
              f"{MEMORY_EFFICIENCY:.0%} of {bandwidth / 1e12:.2f} TB/s",
-             lambda r: f"{1000 * (flops / (peak * MATMUL_EFFICIENCY) + r['last_step']['kernel_bytes'] / (bandwidth * MEMORY_EFFICIENCY)):.1f}")]
+             lambda r: f"{roofline_ms(flops, r['last_step']['kernel_bytes'], gpu):.1f}")]
     names = {"run": "train_gpt.py", "record": "record 2025-08-23"}
     lines = [f"| one optimizer step on the virtual {gpu} | " + " | ".join(names[r["level"]] for r in runs) + " |",
              "|---" * (len(runs) + 1) + "|"]
