@@ -1,5 +1,12 @@
-"""Shared fixtures: the repo root on sys.path, ../shared (real text and tokenizer) when it is present."""
+"""Shared fixtures: the repo root on sys.path, ../shared (real text and tokenizer) when it is present, train_gpt.py
+run in a process of its own, synthetic shards; and the test tiers. Tests that start train_gpt.py runs are marked
+e2e, the virtual GPU's are marked vgpu; the edit loop leaves both out:
+
+    python -m pytest tests -q -m "not e2e and not vgpu"
+"""
 import os
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -7,7 +14,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
+SCRIPT = str(ROOT / "train_gpt.py")
 sys.path.insert(0, str(ROOT))
+E2E_MODULES = {"test_train", "test_faults"}  # every test there runs train_gpt.py in processes of its own
+VGPU_MODULES = {"test_virtual_gpu"}  # and any test that takes the virtual_gpu fixture
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.module.__name__ in E2E_MODULES:
+            item.add_marker(pytest.mark.e2e)
+        if item.module.__name__ in VGPU_MODULES or "virtual_gpu" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.vgpu)
 if (SHARED / "tiktoken_cache").is_dir():
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken_cache"))
 
@@ -19,6 +37,46 @@ def proxy_dir():
     if not path.is_dir():
         pytest.skip("../shared/proxy is absent (clone-only checkout)")
     return path
+
+
+@pytest.fixture(scope="session")
+def virtual_gpu():
+    """tools/virtual_gpu.py as a module (its top level is stdlib only); skips without its CUDA build of torch."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import virtual_gpu as module
+    if module.cuda_python() is None:
+        pytest.skip("no CUDA build of torch: run `python tools/virtual_gpu.py setup` or set VGPU_PYTHON")
+    return module
+
+
+def run(cwd, *argv, nproc=1, check=True, env=None):
+    """Run train_gpt.py (under torchrun for nproc > 1) in cwd; -> CompletedProcess."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    cmd = (launcher if nproc > 1 else [sys.executable]) + [SCRIPT, *argv]
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
+    if check and result.returncode:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def step_lines(log_path, kind):
+    """{step: loss} of the log's val or train lines."""
+    pattern = re.compile(rf"^step:(\d+)/\d+ {kind}_loss:(\S+)", re.M)
+    return {int(s): float(v) for s, v in pattern.findall(log_path.read_text())}
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory):
+    """Two small train shards and a val shard of random tokens with documents: -> (dir, extra argv)."""
+    import numpy as np
+    import train_gpt as tg
+    path = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    for name in ("syn_train_000001.bin", "syn_train_000002.bin", "syn_val_000000.bin"):
+        tokens = rng.integers(0, 2000, 40_000)  # a small effective vocabulary, so there is something to learn
+        tokens[rng.random(40_000) < 1 / 60] = tg.EOT
+        tg.write_shard(path / name, tokens)
+    return path, [f"--train_files={path}/syn_train_*.bin", f"--val_files={path}/syn_val_*.bin", "--val_tokens=4096"]
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
 """Hyperparameters from presets and --field=value (train_gpt.py's Hyperparameters section)."""
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -6,7 +7,7 @@ import sys
 import pytest
 
 import train_gpt as tg
-from conftest import ROOT
+from conftest import ROOT, TINY
 
 
 def test_overrides_are_parsed_by_the_field_type():
@@ -43,6 +44,30 @@ def test_bad_values_are_one_line_errors_naming_the_field(argv, message):
     with pytest.raises(tg.ConfigError) as err:
         tg.parse_args(argv)
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("case", ["--seq_len=0", "--micro_batch_seqs=0", "--train_log_every=0", "--head_dim=0",
+                                  "--tokens_per_step=0", "resume a text file", "resume another shape",
+                                  "sample with top_k -1"])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, monkeypatch, case):
+    """main() as the command line calls it, in this process: it exits with one line and writes no file."""
+    monkeypatch.chdir(tmp_path)
+    args = tg.parse_args(TINY)
+    tg.save_atomically(dict(args=dataclasses.asdict(args), step=2, model=tg.GPT(args).state_dict()), "tiny.pt")
+    (tmp_path / "notes.txt").write_text("not a checkpoint\n")
+    argv, expected = {
+        "resume a text file": (["--resume=notes.txt"], "train_gpt.py: cannot read checkpoint notes.txt: "),
+        "resume another shape": (["--resume=tiny.pt", "--preset=medium"],
+                                 "train_gpt.py: tiny.pt holds another model: --num_layers=16 (trained: 4)"),
+        "sample with top_k -1": (["--sample=tiny.pt", "--top_k=-1"], "train_gpt.py: --top_k=-1 must be 0 or more"),
+    }.get(case, ([case], f"train_gpt.py: {case} must be positive"))
+    before = sorted(tmp_path.rglob("*"))
+    model = [] if case == "resume another shape" else TINY  # the checkpoint's model, then --preset=medium's
+    with pytest.raises(SystemExit) as exit_:
+        tg.main([*model, *argv])
+    message = str(exit_.value.code)
+    assert "\n" not in message and message.startswith(expected), message
+    assert sorted(tmp_path.rglob("*")) == before
 
 
 def test_command_line_error_exits_nonzero_with_one_line():

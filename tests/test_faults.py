@@ -11,8 +11,7 @@ import time
 import pytest
 import torch
 
-from conftest import TINY
-from test_train import SCRIPT, run, step_lines, synthetic_data  # noqa: F401 (a fixture)
+from conftest import SCRIPT, TINY, run, step_lines
 
 
 def free_port():

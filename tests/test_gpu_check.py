@@ -1,6 +1,6 @@
 """tools/gpu_check.py, the check a lent GPU runs: its budgets, its reading of train_gpt.py's logs, and every stage as
 a dry-run on the virtual GPU with planted failures (a wrong kernel slope, a missing shard, a stage over budget).
-The dry-runs need the virtual GPU's CUDA build of torch and skip without it."""
+The dry-runs need the virtual GPU's CUDA build of torch and skip without it (the virtual_gpu fixture)."""
 import importlib.util
 import json
 import subprocess
@@ -14,11 +14,6 @@ TOOL = ROOT / "tools" / "gpu_check.py"
 spec = importlib.util.spec_from_file_location("gpu_check", TOOL)
 gpu_check = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(gpu_check)  # stdlib only at import: the stages import torch in their own processes
-sys.path.insert(0, str(ROOT / "tools"))
-import virtual_gpu  # noqa: E402
-
-needs_virtual_gpu = pytest.mark.skipif(virtual_gpu.cuda_python() is None,
-                                       reason="no CUDA build of torch: run `python tools/virtual_gpu.py setup`")
 
 
 def test_budgets_add_up_to_eight_minutes_on_an_h100():
@@ -58,10 +53,9 @@ def dry_run(tmp_path, *options, env=None):
     return result.returncode, report, markdown, result.stdout + result.stderr
 
 
-@needs_virtual_gpu
 @pytest.mark.skipif(not (SHARED / "proxy").is_dir() or not (SHARED / "reference").is_dir(),
                     reason="../shared/proxy or ../shared/reference is absent")
-def test_dry_run_reports_every_stage(tmp_path, record_compile_cache):
+def test_dry_run_reports_every_stage(virtual_gpu, tmp_path, record_compile_cache):
     code, report, markdown, output = dry_run(tmp_path, env=record_compile_cache)
     assert code == 0, output[-4000:]
     assert "budgets (s, x6): env 84, mlp_kernel 258" in output and "all stages 468 s on an H100 (limit 480)" in output
@@ -79,8 +73,7 @@ def test_dry_run_reports_every_stage(tmp_path, record_compile_cache):
     assert stages["record_script"]["step_ms"] > 0 and stages["preset_4090"]["fits_24gb"]
 
 
-@needs_virtual_gpu
-def test_a_wrong_kernel_slope_fails_the_kernel_stage(tmp_path):
+def test_a_wrong_kernel_slope_fails_the_kernel_stage(virtual_gpu, tmp_path):
     source = (ROOT / "train_gpt.py").read_text()
     old = "(c.to(tl.float32) * (2 * r))"  # ReLU²'s slope in the backward epilogue
     assert source.count(old) == 1
@@ -92,8 +85,7 @@ def test_a_wrong_kernel_slope_fails_the_kernel_stage(tmp_path):
     assert "- mlp_kernel: ragged 200 x 96: grad at pre" in markdown
 
 
-@needs_virtual_gpu
-def test_a_missing_shard_fails_its_stage_in_one_line_and_the_others_report(tmp_path):
+def test_a_missing_shard_fails_its_stage_in_one_line_and_the_others_report(virtual_gpu, tmp_path):
     code, report, markdown, output = dry_run(tmp_path, "--stages=env,record,fp8_head", f"--data={tmp_path}")
     stages = report["stages"]
     assert code != 0 and stages["record"]["status"] == "failed"
@@ -103,8 +95,7 @@ def test_a_missing_shard_fails_its_stage_in_one_line_and_the_others_report(tmp_p
     assert "| fp8_head | " in markdown and "| record | " in markdown
 
 
-@needs_virtual_gpu
-def test_a_stage_is_stopped_at_its_budget(tmp_path):
+def test_a_stage_is_stopped_at_its_budget(virtual_gpu, tmp_path):
     code, report, markdown, output = dry_run(tmp_path, "--stages=flex,env", "--budget_scale=0.05")  # 2 s for flex
     flex = report["stages"]["flex"]
     assert code != 0 and flex["status"] == "stopped" and flex["stopped"] == "stopped at its budget of 2 s"
