@@ -80,7 +80,8 @@ def main(argv=None):
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
     os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "20")
     try:
-        import httpx2, huggingface_hub  # noqa: F401
+        import httpx2  # noqa: F401
+        import huggingface_hub  # noqa: F401
     except ImportError as e:
         print(f"{PROG}: {e}; it needs huggingface_hub 2.x: pip install -U huggingface_hub", file=sys.stderr)
         return 1

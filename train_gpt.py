@@ -393,7 +393,7 @@ def setup_distributed(device_name="", cpu_threads=1, timeout_s=600):
         try:
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                                     timeout=datetime.timedelta(seconds=timeout_s))
-        except (RuntimeError, dist.DistBackendError) as e:
+        except (RuntimeError, dist.DistBackendError):
             restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0))
             if restarted and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
                 raise RankFailure("torchrun restarted the workers on its old rendezvous store, where the dead ones'"

@@ -100,7 +100,8 @@ def write_shards(token_arrays, out_dir, name, shard_tokens, val_tokens):
         from train_gpt import write_shard  # here, not at the top: it imports torch (seconds); bad input fails fast
         path = Path(out_dir) / f"{name}_{'val' if index == 0 else 'train'}_{index:06d}.bin"
         write_shard(path, buffer[:filled])
-        print(f"wrote {path.name} ({filled:,} tokens; {n_docs:,} documents so far, {time.time() - start:.1f}s)", flush=True)
+        print(f"wrote {path.name} ({filled:,} tokens; {n_docs:,} documents so far, {time.time() - start:.1f}s)",
+              flush=True)
 
     for tokens in token_arrays:
         n_docs, n_tokens = n_docs + 1, n_tokens + tokens.size

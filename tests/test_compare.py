@@ -39,7 +39,8 @@ def write_log(path, run_id, losses, tps=8192, step_ms=100, every=10, mem=1234, e
         if step:
             tok = f" tokens:{step * tps}" if tokens_field else ""
             lines.append(f"step:{step}/{n} train_loss:{loss + 0.1:.4f} train_time:{step * step_ms}ms "
-                         f"step_avg:{step_ms:.2f}ms{tok} tok/s:{tps * 1000 // step_ms} mfu:{f'{mfu + i:.1f}%' if mfu else 'n/a'}")
+                         f"step_avg:{step_ms:.2f}ms{tok} tok/s:{tps * 1000 // step_ms} "
+                         f"mfu:{f'{mfu + i:.1f}%' if mfu else 'n/a'}")
         lines.append(f"step:{step}/{n} val_loss:{loss:.4f} val_bpb:{loss / 3.3:.4f} train_time:{step * step_ms}ms "
                      f"step_avg:{(step_ms if step else float('nan')):.2f}ms")
         if i == 1:
@@ -159,9 +160,11 @@ def test_groups_of_seeds_get_mean_std_and_the_t_test(tmp_path):
     mean, std = compare.statistics.mean(finals), compare.statistics.stdev(finals)
     assert f"val_loss {mean:.4f} ± {std:.4f}" in groups[0]
     # the record's own 14 runs give p=0.0059 with scipy's ttest_1samp(alternative='less') (its README)
-    record = [3.2774, 3.2782, 3.2796, 3.2815, 3.276, 3.2777, 3.2784, 3.2795, 3.281, 3.2802, 3.2767, 3.2772, 3.28, 3.2786]
+    record = [3.2774, 3.2782, 3.2796, 3.2815, 3.276, 3.2777, 3.2784, 3.2795, 3.281, 3.2802, 3.2767, 3.2772, 3.28,
+              3.2786]
     assert compare.one_sided_p(record, 3.28) == pytest.approx(0.0059, abs=5e-5)
-    assert compare.one_sided_p([3.5, 3.6, 3.4], 3.28) == pytest.approx(0.96876, abs=1e-4) and compare.one_sided_p([3.0], 3.28) is None
+    assert compare.one_sided_p([3.5, 3.6, 3.4], 3.28) == pytest.approx(0.96876, abs=1e-4)
+    assert compare.one_sided_p([3.0], 3.28) is None
 
 
 def test_an_unfinished_run_is_left_out_of_its_group_and_shows_its_own_time(tmp_path):
@@ -201,7 +204,8 @@ def test_leaderboard(two_logs, tmp_path):
     rec.mkdir(parents=True)
     (rec / "README.md").write_text("# Faster Muon\n")
     (rec / "run_a.txt").write_text(two_logs[0].read_text())
-    (records / "README.md").write_text("# Records\n\nrules\n\n<!-- leaderboard -->\nold\n<!-- /leaderboard -->\n\nend\n")
+    (records / "README.md").write_text("# Records\n\nrules\n\n<!-- leaderboard -->\nold\n<!-- /leaderboard -->\n"
+                                       "\nend\n")
     r = run_cli("--leaderboard", "--records", records, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     row = next(l for l in r.stdout.splitlines() if "2025-01-15_FasterMuon" in l)

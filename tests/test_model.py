@@ -166,7 +166,8 @@ def test_every_flag_trains_and_every_parameter_gets_a_gradient(flag):
 def test_flags_change_the_model():
     base = tg.GPT(tiny_args())
     counts = lambda args: sum(p.numel() for p in tg.GPT(args).parameters())
-    assert counts(tiny_args("--value_embeds=0")) == counts(tiny_args()) - 50304 * 64 - 4 * 2  # table, 4 layers x 2 lambdas
+    # the table, and 4 layers x 2 lambdas
+    assert counts(tiny_args("--value_embeds=0")) == counts(tiny_args()) - 50304 * 64 - 4 * 2
     assert counts(tiny_args("--bigram_embed=0")) == counts(tiny_args()) - 50304 * 64 - 4
     assert counts(tiny_args("--no_attn_layers=1")) < counts(tiny_args())
     assert base.blocks[0].window == "S" and base.blocks[1].window == "L"

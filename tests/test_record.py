@@ -56,7 +56,8 @@ def their_tensor(theirs, name, grad=False):
         i, block = int(parts[1]), theirs.blocks[int(parts[1])]
         table = {"attn.qkv": lambda: get(block.attn.qkvo_w)[:3], "attn.proj.weight": lambda: get(block.attn.qkvo_w)[3],
                  "attn.gate.weight": lambda: get(block.attn.dampen.weight), "mlp.fc": lambda: get(block.mlp.c_fc),
-                 "mlp.proj.weight": lambda: get(block.mlp.c_proj), "x0_lambdas": lambda: scalars[L + 2 * i:L + 2 * i + 2],
+                 "mlp.proj.weight": lambda: get(block.mlp.c_proj),
+                 "x0_lambdas": lambda: scalars[L + 2 * i:L + 2 * i + 2],
                  "attn.value_lambdas": lambda: scalars[3 * L + 2 * i:3 * L + 2 * i + 2]}
         return table[".".join(parts[2:])]()
     if name == "skip_weights":
@@ -132,7 +133,8 @@ def test_window_schedule_and_block_masks_are_the_records(record):
     docs = tg.document_ids(tokens[None, :-1])
     for blocks in (0, 1, 2, 3, 4):  # the record's short window is long // 2, 0 at the start
         their_mask = theirs.create_blockmasks(tokens[:-1], torch.tensor(blocks))[0]
-        dense = record_0823.dense_flex_attention(torch.zeros(1, 1, T, 1), torch.zeros(1, 1, T, 1), torch.eye(T)[None, None],
+        dense = record_0823.dense_flex_attention(torch.zeros(1, 1, T, 1), torch.zeros(1, 1, T, 1),
+                                                 torch.eye(T)[None, None],
                                      their_mask, 1.0) != 0
         assert torch.equal(dense[0, 0], tg.dense_mask(docs, torch.tensor(max(blocks, 1)))[0, 0]), blocks
 

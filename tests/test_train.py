@@ -131,7 +131,8 @@ def test_non_finite_loss_stops_the_run_naming_the_step(synthetic_data, tmp_path)
     result = run(tmp_path, *TINY, *data_args, "--num_iterations=20", "--train_log_every=5", "--scalar_lr=1e30",
                  "--run_id=nan", check=False)  # x0 lambdas ~1e30 compound over the layers: inf, then nan
     assert result.returncode != 0
-    assert re.fullmatch(r"train_gpt\.py: loss is nan \(non-finite\) at step 3; .*", result.stderr.strip().splitlines()[-1])
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"train_gpt\.py: loss is nan \(non-finite\) at step 3; .*", last_line)
 
 
 def test_a_used_run_id_is_refused_and_its_log_kept(synthetic_data, tmp_path):
@@ -149,8 +150,9 @@ def test_a_parameter_without_gradient_stops_the_run_at_start_up(synthetic_data, 
     _, data_args = synthetic_data  # value table 0 feeds layers 0 and 3, and neither has attention
     result = run(tmp_path, *TINY, *data_args, "--value_embeds=1", "--no_attn_layers=0,3", check=False)
     assert result.returncode != 0
-    assert result.stderr.strip().splitlines()[-1] == ("train_gpt.py: parameters received no gradient: "
-                                                      "value_embeds.0.weight; nothing in forward() uses them with these flags")
+    assert result.stderr.strip().splitlines()[-1] == (
+        "train_gpt.py: parameters received no gradient: value_embeds.0.weight; nothing in forward() uses them with"
+        " these flags")
 
 
 def test_missing_data_is_one_line_error(tmp_path):
@@ -261,8 +263,8 @@ def test_tok_s_after_a_resume_is_the_steps_own(synthetic_data, tiny_checkpoint, 
     _, data_args = synthetic_data
     shutil.copy(tiny_checkpoint / "logs/tiny/step_000002.pt", tmp_path / "tiny.pt")
     run(tmp_path, *data_args, "--resume=tiny.pt", "--train_log_every=1", "--run_id=again")  # its own settings
-    first = re.search(r"^step:3/4 train_loss:\S+ train_time:\S+ step_avg:\S+ tokens:\d+ tok/s:(\d+) mfu:\S+ eta:\d+m\d\ds$",
-                      (tmp_path / "logs/again.txt").read_text(), re.M)
+    first = re.search(r"^step:3/4 train_loss:\S+ train_time:\S+ step_avg:\S+ tokens:\d+ tok/s:(\d+) mfu:\S+"
+                      r" eta:\d+m\d\ds$", (tmp_path / "logs/again.txt").read_text(), re.M)
     straight = re.findall(r"^step:\d/4 train_loss.* tok/s:(\d+)", (tiny_checkpoint / "logs/tiny.txt").read_text(), re.M)
     assert first and 0.2 < int(first[1]) / np.median([int(t) for t in straight]) < 5
 

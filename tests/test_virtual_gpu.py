@@ -94,14 +94,16 @@ def planted(tmp_path, old, new):
 
 
 def test_row_major_fp8_operand_fails_the_fake_step(tmp_path):
-    copy = planted(tmp_path, "logits = torch._scaled_mm(x_f8, w_f8.T,", "logits = torch._scaled_mm(x_f8, w_f8.T.contiguous(),")
+    copy = planted(tmp_path, "logits = torch._scaled_mm(x_f8, w_f8.T,",
+                   "logits = torch._scaled_mm(x_f8, w_f8.T.contiguous(),")
     code, reports, output = tool("fake", "--preset=cpu", "--gpu=h100", train_gpt=copy)
     assert code != 0 and "fake" not in reports
     assert "column-major" in output or "mat2" in output, output[-2000:]
 
 
 def test_fp32_attention_inputs_fail_the_fake_step(tmp_path):
-    copy = planted(tmp_path, "y = attention(q.to(dtype), k.to(dtype), v.to(dtype),", "y = attention(q.float(), k.float(), v.float(),")
+    copy = planted(tmp_path, "y = attention(q.to(dtype), k.to(dtype), v.to(dtype),",
+                   "y = attention(q.float(), k.float(), v.float(),")
     code, reports, output = tool("fake", "--preset=cpu", "--gpu=h100", train_gpt=copy)
     assert code != 0 and not reports["fake"]["attention_bf16_blockmask"]
     assert "vgpu: FAIL attention inputs (['torch.float32'" in output

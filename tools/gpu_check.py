@@ -65,8 +65,8 @@ TOTAL_LIMIT_S = 480  # one H100, compiles included: 8 of the lease's 15 minutes,
 
 # What each stage is expected to take on an H100, in seconds, from the virtual GPU (README, tools/virtual_gpu.py
 # run/report, torch 2.11.0+cu130): compile of the record preset's training step about 45 s (4090 preset: 49 s);
-# roofline of one record step 0.79 s (ours) and 0.87 s (the record's script). Start-up (imports, data, model) and the small
-# compiles (one MLP, flex alone, validation's graph) are assumptions. A budget is its estimate plus 15%.
+# roofline of one record step 0.79 s (ours) and 0.87 s (the record's script). Start-up (imports, data, model) and
+# the small compiles (one MLP, flex alone, validation's graph) are assumptions. A budget is its estimate plus 15%.
 COMPILE_S, VAL_COMPILE_S, STEP_S, SCRIPT_STEP_S = 45, 25, 0.79, 0.87
 TRAIN_STEPS, TIMED_FROM = 12, 4  # record/unfused/record_script: 12 steps after 1 untimed, timed from step 4 on
 ESTIMATES = {
@@ -215,7 +215,7 @@ def read_train_log(path):
         if last > first:
             found["step_ms"] = (steps[last]["time_ms"] - steps[first]["time_ms"]) / (last - first)
             found["timed_steps"] = f"{first + 1}-{last}"
-            found["tok_s"] = (steps[last]["tokens"] - steps[first]["tokens"]) / (found["step_ms"] * (last - first)) * 1e3
+            found["tok_s"] = (steps[last]["tokens"] - steps[first]["tokens"]) / (last - first) / found["step_ms"] * 1e3
     if match := re.search(r"^step:\d+/\d+ val_loss:([\d.naif]+)", text, re.M):
         found["val_loss"] = float(match[1])
     if match := re.search(r"^peak memory allocated: (\d+) MiB reserved: (\d+) MiB", text, re.M):
@@ -346,7 +346,8 @@ def watch_kernel_loads():
     from torch._inductor.runtime import static_triton_launcher
     from triton.compiler import compiler
     loaded = []
-    init_handles, load_kernel = compiler.CompiledKernel._init_handles, static_triton_launcher.StaticallyLaunchedCudaKernel.load_kernel
+    init_handles = compiler.CompiledKernel._init_handles
+    load_kernel = static_triton_launcher.StaticallyLaunchedCudaKernel.load_kernel
 
     def note(name, shared, registers, spills):
         if not any(k["name"] == name and k["shared"] == shared for k in loaded):

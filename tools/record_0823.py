@@ -146,7 +146,8 @@ def trainer(record, model, compile=False):
             micro.backward()
             loss = loss + micro.detach()
             if say:
-                say(f"step {index}: micro-batch {i + 1} forward and backward done at {time.perf_counter() - start:.0f} s")
+                say(f"step {index}: micro-batch {i + 1} forward and backward done at"
+                    f" {time.perf_counter() - start:.0f} s")
         for opt in (adam, muon):
             for group in opt.param_groups:
                 group["lr"] = group["initial_lr"] * record["get_lr"](index)

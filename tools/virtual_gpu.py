@@ -131,7 +131,8 @@ def ptxas(argv):
     found = re.search(r"\.entry (\w+)", open(ptx).read()) if os.path.exists(ptx) else None
     kernel = found[1] if found else "?"
     with open(os.environ["VGPU_PTXAS_LOG"], "a") as f:
-        f.write(f"{resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss} {time.perf_counter() - start:.2f} {kernel}\n")
+        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        f.write(f"{peak_kib} {time.perf_counter() - start:.2f} {kernel}\n")
     return code
 
 
@@ -207,7 +208,8 @@ def roofline_ms(flops, kernel_bytes, gpu):
 
 def is_record(train_args):
     presets = [a.split("=", 1)[1] for a in train_args if a.startswith("--preset=")]
-    return presets in ([], ["record"]) and not any(a.startswith("--") and not a.startswith(("--preset", "--gpu", "--steps"))
+    return presets in ([], ["record"]) and not any(a.startswith("--")
+                                                   and not a.startswith(("--preset", "--gpu", "--steps"))
                                                  for a in train_args)
 
 
@@ -221,7 +223,8 @@ def report_table(reports, gpu):
              lambda r: f"{r['last_step']['blas_flops']:.3g} + {r['last_step'].get('fused_flops', 0):.3g}"),
             ("bytes of generated kernels (inductor's count; fused matmuls: their epilogues')",
              lambda r: f"{r['last_step']['kernel_bytes']:.3g}"),
-            ("kernel launches: aten / Triton / cuBLAS", lambda r: "{aten} / {triton} / {blas}".format(**r["last_step"])),
+            ("kernel launches: aten / Triton / cuBLAS",
+             lambda r: "{aten} / {triton} / {blas}".format(**r["last_step"])),
             ("allocator peak in the step (GiB)", lambda r: f"{r['last_step']['peak_allocated_gib']:.1f}"),
             (f"roofline (ms): FLOPs at {MATMUL_EFFICIENCY:.0%} of {peak / 1e12:.0f} TFLOP/s + bytes at "
              f"{MEMORY_EFFICIENCY:.0%} of {bandwidth / 1e12:.2f} TB/s",
@@ -408,7 +411,6 @@ def null_gpu_run(tg, argv, steps):
     """Levels 2 and 3: train_gpt.py's own run (compile, warmup, steps, validation) on the null GPU."""
     import torch
     import torch._dynamo
-    import torch._inductor.config as inductor_config
     from torch._dynamo.utils import counters as dynamo_counters
 
     args = tg.parse_args(argv)
@@ -555,7 +557,8 @@ def failures(report):
         if not report["nan_reaches_output"]:
             bad.append("ReLU² MLP kernel: a NaN weight gives a finite output (its ReLU drops NaN; F.relu keeps it)")
     if report["level"] == "fake" and not report["attention_bf16_blockmask"]:
-        bad.append(f"attention inputs {report['attention_inputs']}: FlexAttention must get bf16 q, k, v and a BlockMask")
+        bad.append(f"attention inputs {report['attention_inputs']}: FlexAttention must get bf16 q, k, v and a"
+                   " BlockMask")
     if report["level"] == "fake" and not report["attention_calls"]:
         bad.append("no attention call seen: the fake step's watch on train_gpt.attention no longer matches")
     if report["level"] == "fake" and report["eager_eval_peak_gib"] > report["memory_gib"]:
