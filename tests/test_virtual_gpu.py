@@ -122,6 +122,25 @@ def test_wrong_mlp_kernel_fails_under_the_interpreter(tmp_path, old, new):
     assert code != 0 and "vgpu: FAIL ReLU² MLP kernel:" in output, output[-2000:]
 
 
+def test_attention_called_under_another_name_fails_the_fake_step(tmp_path):
+    """The fake step watches train_gpt.attention: attention called under a new name must fail the check, not pass
+    with nothing seen."""
+    copy = planted(tmp_path, "y = attention(q.to(dtype)", "y = attend(q.to(dtype)")
+    source = copy.read_text()
+    copy.write_text(source.replace("\ndef build_masks(", "\nattend = attention  # renamed\n\n\ndef build_masks("))
+    code, reports, output = tool("fake", "--preset=cpu", "--gpu=h100", train_gpt=copy)
+    assert code != 0 and reports["fake"]["attention_calls"] == 0
+    assert "vgpu: FAIL no attention call seen" in output, output[-2000:]
+
+
+def test_an_fp8_head_that_makes_no_fp8_matmul_fails_the_fake_step(tmp_path):
+    copy = planted(tmp_path, "if self.use_fp8 and self.training and targets is not None:",
+                   "if False and self.use_fp8 and self.training and targets is not None:")
+    code, reports, output = tool("fake", "--preset=cpu", "--gpu=h100", train_gpt=copy)
+    assert code != 0 and reports["fake"]["fp8_head"] and reports["fake"]["fp8_calls"] == 0
+    assert "vgpu: FAIL the FP8 head is on but the training step made no FP8 matmul" in output, output[-2000:]
+
+
 def test_oversized_flex_blocks_fail_on_a_4090(tmp_path):
     copy = planted(tmp_path, "y = flex(q, k, v, block_mask=mask, scale=scale)",
                    'y = flex(q, k, v, block_mask=mask, scale=scale, kernel_options={"BLOCK_M": 128, "BLOCK_N": 128, '

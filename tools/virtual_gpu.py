@@ -321,12 +321,13 @@ def fake_step(tg, argv):
     tg.compiled_flex_attention = lambda: flex_attention  # eager flex on fake tensors: its fake kernel, no compile
 
     class LiveBytes(TorchDispatchMode):
-        """Live bytes of CUDA storages: + when an op creates one, - when its last tensor dies; peak kept."""
+        """Live bytes of CUDA storages: + when an op creates one, - when its last tensor dies; peak kept. Also
+        counts the FP8 matmuls (torch._scaled_mm)."""
         supports_higher_order_operators = True  # flex_attention is a higher-order op
 
         def __init__(self):
             super().__init__()
-            self.live, self.peak, self.refs = 0, 0, {}
+            self.live, self.peak, self.refs, self.fp8_calls = 0, 0, {}, 0
 
         def track(self, t):
             if not isinstance(t, torch.Tensor) or t.device.type != "cuda":
@@ -347,6 +348,7 @@ def fake_step(tg, argv):
                 del self.refs[key]
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.fp8_calls += func is torch.ops.aten._scaled_mm.default
             out = func(*args, **(kwargs or {}))
             for t in torch.utils._pytree.tree_leaves(out):
                 self.track(t)
@@ -378,7 +380,8 @@ def fake_step(tg, argv):
         model(val[:, :-1], val[:, 1:], windows)
     bf16 = all(dtypes == ["torch.bfloat16"] * 3 and kind == BlockMask.__name__ for dtypes, kind in seen)
     return dict(level="fake", attention_calls=len(seen), attention_inputs=seen[0] if seen else None,
-                attention_bf16_blockmask=bf16, fp8_head=model.use_fp8, micro_batches_per_step=accum,
+                attention_bf16_blockmask=bf16, fp8_head=model.use_fp8, fp8_calls=live.fp8_calls,
+                micro_batches_per_step=accum,
                 eager_peak_gib=live.peak / 2**30, eager_eval_peak_gib=live_eval.peak / 2**30,
                 memory_gib=torch.cuda.get_device_properties(0).total_memory / 2**30,
                 seconds=time.perf_counter() - start)
@@ -561,6 +564,8 @@ def failures(report):
                    " BlockMask")
     if report["level"] == "fake" and not report["attention_calls"]:
         bad.append("no attention call seen: the fake step's watch on train_gpt.attention no longer matches")
+    if report["level"] == "fake" and report["fp8_head"] and not report["fp8_calls"]:
+        bad.append("the FP8 head is on but the training step made no FP8 matmul (torch._scaled_mm)")
     if report["level"] == "fake" and report["eager_eval_peak_gib"] > report["memory_gib"]:
         bad.append(f"validation without compile peaks at {report['eager_eval_peak_gib']:.1f} GiB of live tensors, more"
                    f" than the GPU's {report['memory_gib']:.1f} GiB")
