@@ -12,14 +12,14 @@ GPUs. Each trick is one flag; the first group is that record's (on by default), 
 (off by default; the presets smear, polar, backout, bigram and stack turn them on):
     rope_fraction      partial RoPE: rotary on this fraction of each head's dims, the rest position-free
     qk_norm            RMS-normalise queries and keys; attention scale is attn_scale
-    mlp_act            "relu2" (ReLU squared) or "gelu" in the 4x MLP
+    mlp_act            the 4x MLP's activation: ReLU squared or GELU
     fused_mlp          on CUDA, ReLU² in the epilogue of a Triton matmul (x @ fc), its gradient in backward's
     zero_init_out      attention-out and MLP-down projections start at zero
     unet_skips         encoder half's outputs added to the mirrored decoder layers with learned weights
     x0_skip            each block mixes in the normalised embedding: x = a*x + b*x0, a and b learned per layer
     value_embeds       N extra embedding tables mixed into the values of the first N and last N layers
     attn_gate          per-head sigmoid gate on the attention output, computed from a few input channels
-    logit_softcap      soft-cap on logits, softcap_form "tanh" (c*tanh(z/c)) or "sigmoid" (c*sigmoid(4z/c))
+    logit_softcap      soft-cap on logits, softcap_form c*tanh(z/c) or c*sigmoid(4z/c)
     fp8_head           lm_head in FP8 through torch._scaled_mm ("auto": on for compute capability >= 8.9)
     no_attn_layers     layers without attention (no_mlp_layers: without MLP)
     window_pattern     sliding-window size per layer: S(hort) or L(ong), tiled over the layers
@@ -52,6 +52,7 @@ import time
 import typing
 import uuid
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -95,7 +96,7 @@ class Hyperparameters:
     rope_ntk_scaling: bool = False  # grow rope_base (NTK-aware) as the long window grows
     qk_norm: bool = True
     attn_scale: float = 0.12  # record 2025-08-23 (Marin uses 1.35/sqrt(head_dim))
-    mlp_act: str = "relu2"  # relu2 | gelu
+    mlp_act: Literal["relu2", "gelu"] = "relu2"
     fused_mlp: bool = True  # CUDA and relu2 only; the same math as the unfused ops, less memory traffic (README)
     zero_init_out: bool = True
     unet_skips: bool = True
@@ -106,8 +107,8 @@ class Hyperparameters:
     attn_gate: bool = True
     backout: bool = False
     logit_softcap: float = 30.0  # 0 = off; record 2025-08-23: 30*sigmoid(z/7.5)
-    softcap_form: str = "sigmoid"  # tanh | sigmoid
-    fp8_head: str = "auto"  # auto | on | off
+    softcap_form: Literal["tanh", "sigmoid"] = "sigmoid"
+    fp8_head: Literal["auto", "on", "off"] = "auto"  # auto: on for compute capability >= 8.9
     no_attn_layers: tuple[int, ...] = (7,)  # record 2025-08-23: no attention in layer 7
     no_mlp_layers: tuple[int, ...] = ()
     norm_after_embed: bool = True
@@ -120,7 +121,7 @@ class Hyperparameters:
     muon_momentum: float = 0.95  # record 2025-08-23, warmed up from muon_momentum_start
     muon_momentum_start: float = 0.85
     muon_momentum_warmup_steps: int = 300
-    muon_ortho: str = "ns5"  # ns5 (Newton-Schulz quintic) | polar (Polar Express)
+    muon_ortho: Literal["ns5", "polar"] = "ns5"  # Newton-Schulz quintic or Polar Express
     muon_row_equilibration: bool = False  # scale each gradient row to the RMS row norm before orthogonalising
     muon_plus: bool = False  # rescale the update to Frobenius norm sqrt(min(m, n))
     normuon: bool = False  # per-row second-moment normalisation of the update (NorMuon)
@@ -208,7 +209,8 @@ class RankFailure(RuntimeError):
 
 
 def parse_value(name, text, kind):
-    """Convert one --field=value string to the field's type; booleans take true/false/1/0 in any case."""
+    """Convert one --field=value string to the field's type; booleans take true/false/1/0 in any case, a Literal
+    field one of its values."""
     try:
         if kind is bool:
             if text.lower() in ("1", "true"):
@@ -219,10 +221,15 @@ def parse_value(name, text, kind):
         if typing.get_origin(kind) is tuple:
             item = typing.get_args(kind)[0]
             return tuple(item(part) for part in text.split(",") if part.strip())
+        if typing.get_origin(kind) is Literal:
+            if text not in typing.get_args(kind):
+                raise ValueError
+            return text
         return kind(text)
     except ValueError:
-        kind_name = getattr(kind, "__name__", str(kind))
-        raise ConfigError(f"--{name}={text!r} is not a valid {kind_name}") from None
+        choices = typing.get_args(kind) if typing.get_origin(kind) is Literal else ()
+        expected = f"one of {', '.join(choices)}" if choices else f"a valid {getattr(kind, '__name__', kind)}"
+        raise ConfigError(f"--{name}={text!r} is not {expected}") from None
 
 
 def parse_args(argv):
@@ -340,10 +347,8 @@ def validate(args):
         ("no_mlp_layers", all(0 <= i < L for i in args.no_mlp_layers), f"layer indices in 0..{L - 1}"),
         ("value_embeds", 0 <= 2 * args.value_embeds <= L, f"between 0 and num_layers/2 = {L // 2}"),
         ("rope_fraction", 0 <= args.rope_fraction <= 1, "between 0 and 1"),
-        ("mlp_act", args.mlp_act in ("relu2", "gelu"), "relu2 or gelu"),
-        ("softcap_form", args.softcap_form in ("tanh", "sigmoid"), "tanh or sigmoid"),
-        ("fp8_head", args.fp8_head in ("auto", "on", "off"), "auto, on or off"),
-        ("muon_ortho", args.muon_ortho in ("ns5", "polar"), "ns5 or polar"),
+        *((name, getattr(args, name) in typing.get_args(kind), f"one of {', '.join(typing.get_args(kind))}")
+          for name, kind in typing.get_type_hints(Hyperparameters).items() if typing.get_origin(kind) is Literal),
         ("window_blocks_start", 1 <= args.window_blocks_start, "at least 1"),
         ("window_blocks_end", args.window_blocks_start <= args.window_blocks_end, "at least window_blocks_start"),
         ("cooldown_frac", 0 <= args.cooldown_frac <= 1, "between 0 and 1"),

@@ -28,6 +28,7 @@ def test_preset_then_overrides():
     (["--num_iteration=5"], "unknown field --num_iteration (did you mean --num_iterations?)"),
     (["--num_iterations=five"], "--num_iterations='five' is not a valid int"),
     (["--qk_norm=yes"], "--qk_norm='yes' is not a valid bool"),
+    (["--mlp_act=relu"], "--mlp_act='relu' is not one of relu2, gelu"),
     (["--no_attn_layers=1,x"], "--no_attn_layers='1,x' is not a valid"),
     (["--preset=gpu"], "unknown --preset='gpu'"),
     (["num_iterations=5"], "is not of the form --field=value"),
