@@ -1581,14 +1581,20 @@ def tokens_before(step, args):
     return sum(tokens_per_step_at(s, args) for s in range(step))
 
 
+STOP_CHECK_EVERY = 10  # steps between the ranks' looks at the store for a stop request (a TCP round trip each)
+
+
 class StopRequest:
     """SIGTERM or SIGINT (a preemption, Ctrl-C): the run finishes the step in progress, checkpoints and exits
-    128 + the signal (143, 130). The ranks agree on the step through the process group's store, without waiting
-    on the GPU: the first rank to see the signal names the step after its next one, which every rank can still
-    reach (no rank gets a step ahead of another), and each stops there. A second Ctrl-C stops at once."""
+    128 + the signal (143, 130). One process stops after the step in progress. Several agree on the step through
+    the process group's store, without waiting on the GPU: the first rank to see the signal names the first
+    multiple of STOP_CHECK_EVERY at least two steps on, which no rank can have passed (a rank is never a step
+    ahead of another), and every rank looks at the store only at those multiples: one round trip per
+    STOP_CHECK_EVERY steps, and a stop at most STOP_CHECK_EVERY + 1 steps after the signal. A second Ctrl-C stops
+    at once."""
 
     def __init__(self, world_size):
-        self.signal = None
+        self.signal, self.named = None, None  # named: (step, signal) the ranks stop at
         self.store = dist.distributed_c10d._get_default_store() if world_size > 1 else None
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.catch)
@@ -1599,12 +1605,15 @@ class StopRequest:
         self.signal = self.signal or signum
 
     def stop_at(self, step):
-        """The step to stop at (`step` steps are done), or None."""
+        """(step to stop at, the signal) once a stop is asked for (`step` steps are done), else None."""
         if self.store is None:
-            return step if self.signal else None
-        if self.signal:
-            self.store.compare_set("stop_at", "", str(step + 1))  # the first rank's word stands
-        return int(self.store.get("stop_at")) if self.store.check(["stop_at"]) else None
+            return (step, self.signal) if self.signal else None
+        if self.named is None and self.signal:
+            ahead = -(-(step + 2) // STOP_CHECK_EVERY) * STOP_CHECK_EVERY
+            self.store.compare_set("stop_at", "", f"{ahead} {self.signal}")  # the first rank's word stands
+        if self.named is None and (self.signal or step % STOP_CHECK_EVERY == 0) and self.store.check(["stop_at"]):
+            self.named = tuple(map(int, self.store.get("stop_at").split()))
+        return self.named
 
 
 def run_loop(args, model, raw_model, muon, adam, stream, val_seqs, token_bytes, step, train_time_ms,
@@ -1622,7 +1631,8 @@ def run_loop(args, model, raw_model, muon, adam, stream, val_seqs, token_bytes, 
     t0 = time.perf_counter()
     try:
         while True:
-            last, stop_now = step == N, stop.stop_at(step) == step
+            stop_request = stop.stop_at(step)
+            last, stop_now = step == N, stop_request is not None and stop_request[0] == step
             validate = last or (args.val_loss_every and step % args.val_loss_every == 0)
             checkpoint = (last or stop_now
                           or (args.checkpoint_every and step % args.checkpoint_every == 0 and step > start))
@@ -1642,7 +1652,7 @@ def run_loop(args, model, raw_model, muon, adam, stream, val_seqs, token_bytes, 
                 if profiler is not None:
                     profiler.stop()
                     log(f"profile: logs/{args.run_id}/profile.txt, trace: logs/{args.run_id}/trace.json")
-                return (stop.signal, step) if stop_now else None
+                return (stop_request[1], step) if stop_now else None
             if validate or checkpoint:
                 t0 = time.perf_counter()
             windows = apply_schedules(step, args, raw_model, muon, adam)

@@ -11,6 +11,7 @@ import time
 import pytest
 import torch
 
+import train_gpt as tg
 from conftest import SCRIPT, TINY, run, step_lines
 
 
@@ -88,6 +89,30 @@ def test_a_signal_checkpoints_the_step_and_auto_resume_finishes_the_same_run(str
     assert resumed == reference  # steps before the stop, then the resumed ones: the same numbers
     mine, theirs = (torch.load(d / "final.pt", weights_only=False)["model"] for d in
                     (tmp_path / "logs/cut", cwd / "logs/straight"))
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+
+def test_a_signal_to_one_rank_stops_every_rank_at_the_step_it_names(straight, tmp_path):
+    """Two processes; SIGTERM reaches rank 1 only. It names the first multiple of STOP_CHECK_EVERY two steps on;
+    rank 0 reads it from the store there, so both checkpoint the same step, and the resumed run is the
+    uninterrupted one."""
+    cwd, data_args = straight
+    two = ["--standalone", "--nproc_per_node=2"]
+    proc = start(tmp_path, *COMMON, *data_args, "--run_id=cut2", torchrun=two)
+    wait_for(lambda: logged_step(tmp_path / "logs/cut2.txt") >= 3, what="step 3")
+    signalled_after = logged_step(tmp_path / "logs/cut2.txt")
+    os.kill(workers("cut2")[1], signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    stopped = re.findall(r"^stopped by SIGTERM after step (\d+): checkpoint (\S+); continue with --run_id=cut2",
+                         out, re.M)
+    assert len(stopped) == 1, out[-2000:] + err[-3000:]
+    step = int(stopped[0][0])
+    assert step % tg.STOP_CHECK_EVERY == 0 and signalled_after + 2 <= step <= signalled_after + 2 + tg.STOP_CHECK_EVERY
+    proc = start(tmp_path, *COMMON, *data_args, "--run_id=cut2", "--resume=auto", torchrun=two)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and f"at step {step}" in (tmp_path / "logs/cut2.txt").read_text(), err[-3000:]
+    mine, theirs = (torch.load(d / "final.pt", weights_only=False)["model"] for d in
+                    (tmp_path / "logs/cut2", cwd / "logs/straight"))
     assert all(torch.equal(mine[k], theirs[k]) for k in mine)
 
 
