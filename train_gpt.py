@@ -39,6 +39,7 @@ import difflib
 import functools
 import glob
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -233,8 +234,13 @@ def parse_value(name, text, kind):
 
 
 def parse_args(argv):
+    return parse_command_line(argv)[0]
+
+
+def parse_command_line(argv):
     """Hyperparameters from defaults, then the checkpoint's (--resume) or the preset's, then --field=value.
-    Resuming with fields that change the model's shape is refused, naming them."""
+    Resuming with fields that change the model's shape is refused, naming them. -> (Hyperparameters, the
+    checkpoint --resume names as (path, its contents) or None): the one place a checkpoint to resume is read."""
     kinds = typing.get_type_hints(Hyperparameters)
     overrides = {}
     for arg in argv:
@@ -246,8 +252,8 @@ def parse_args(argv):
             raise ConfigError(f"unknown field --{name}" + (f" (did you mean --{close[0]}?)" if close else ""))
         overrides[name] = parse_value(name, text, kinds[name])
     args = Hyperparameters()
-    checkpoint = resume_path(overrides.get("resume", ""), overrides.get("run_id", ""))
-    saved = checkpoint_hyperparameters(load_checkpoint_file(checkpoint)) if checkpoint else None
+    checkpoint = find_checkpoint(overrides.get("resume", ""), overrides.get("run_id", ""))
+    saved = checkpoint_hyperparameters(checkpoint[1]) if checkpoint else None
     if saved:
         args = dataclasses.replace(args, **{**saved, "run_id": ""})
     preset = overrides.get("preset", "")
@@ -256,24 +262,9 @@ def parse_args(argv):
     args = dataclasses.replace(args, **{**PRESETS.get(preset, {}), **overrides})
     validate(args)
     if saved and not args.export and (changed := shape_changes(Hyperparameters(**saved), args)):
-        raise ConfigError(f"{checkpoint} holds another model: {', '.join(changed)} differ from the ones it was trained"
-                          " with; drop them (and --preset) to continue it")
-    return args
-
-
-def resume_path(resume, run_id):
-    """--resume as a checkpoint path: "auto" is run_id's newest checkpoint that loads and checks out, or ""."""
-    if resume != "auto":
-        return resume
-    if not run_id:
-        raise ConfigError("--resume=auto needs --run_id=NAME: it continues that run from its newest checkpoint")
-    steps = lambda path: float("inf") if path.endswith("final.pt") else int(re.findall(r"\d+", path)[-1])
-    for path in sorted(glob.glob(f"logs/{run_id}/step_*.pt") + glob.glob(f"logs/{run_id}/final.pt"), key=steps,
-                       reverse=True):
-        with contextlib.suppress(ConfigError):
-            load_checkpoint_file(path)
-            return path
-    return ""
+        raise ConfigError(f"{checkpoint[0]} holds another model: {', '.join(changed)} differ from the ones it was"
+                          " trained with; drop them (and --preset) to continue it")
+    return args, checkpoint
 
 
 def shape_changes(saved, args):
@@ -284,47 +275,6 @@ def shape_changes(saved, args):
         return [f"--{name}={getattr(args, name)!r} (trained: {getattr(saved, name)!r})"
                 for name in typing.get_type_hints(Hyperparameters) if getattr(args, name) != getattr(saved, name)
                 and shapes(dataclasses.replace(saved, **{name: getattr(args, name)})) != reference]
-
-
-@functools.lru_cache(maxsize=1)  # parse_args and then train() or sample() read the same file
-def load_checkpoint_file(path):
-    """A checkpoint (or an export) on the CPU, refused unless its contents match the checksum written with them."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # a missing file, a text file, a truncated or overwritten zip, ...
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"cannot read checkpoint {path}: {reason}") from None
-    if not (isinstance(state, dict) and {"args", "model", "checksum"} <= state.keys()):
-        raise ConfigError(f"{path} is not a train_gpt.py checkpoint (no args, model and checksum)")
-    if state["checksum"] != checksum({k: v for k, v in state.items() if k != "checksum"}):
-        raise ConfigError(f"{path}: its contents do not match their checksum (the file is damaged); use another")
-    return state
-
-
-def checksum(value):
-    """sha256 of nested dicts, lists and tensors (their bytes included), in a fixed order."""
-    digest = hashlib.sha256()
-
-    def add(v):
-        if isinstance(v, torch.Tensor):
-            digest.update(f"tensor {tuple(v.shape)} {v.dtype}".encode())
-            digest.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-        elif isinstance(v, dict):
-            for key in sorted(v, key=repr):
-                digest.update(repr(key).encode())
-                add(v[key])
-        elif isinstance(v, (list, tuple)):
-            for item in v:
-                add(item)
-        else:
-            digest.update(repr(v).encode())
-    add(value)
-    return digest.hexdigest()
-
-
-def checkpoint_hyperparameters(state):
-    """The hyperparameters a checkpoint was trained with; fields this file no longer has are dropped."""
-    return {k: v for k, v in state["args"].items() if k in typing.get_type_hints(Hyperparameters)}
 
 
 def validate(args):
@@ -1310,7 +1260,7 @@ def peak_flops(device):
 
 
 # -----------------------------------------------------------------------------
-# Validation, logging, checkpoints
+# Validation and logging
 
 
 def gpt2_token_bytes(vocab_size):
@@ -1407,6 +1357,31 @@ def start_profiler(args, device):
     return prof
 
 
+# -----------------------------------------------------------------------------
+# Checkpoints: written atomically with a checksum; the one to resume is read once, as the command line is parsed
+
+
+def checksum(value):
+    """sha256 of nested dicts, lists and tensors (their bytes included), in a fixed order."""
+    digest = hashlib.sha256()
+
+    def add(v):
+        if isinstance(v, torch.Tensor):
+            digest.update(f"tensor {tuple(v.shape)} {v.dtype}".encode())
+            digest.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+        elif isinstance(v, dict):
+            for key in sorted(v, key=repr):
+                digest.update(repr(key).encode())
+                add(v[key])
+        elif isinstance(v, (list, tuple)):
+            for item in v:
+                add(item)
+        else:
+            digest.update(repr(v).encode())
+    add(value)
+    return digest.hexdigest()
+
+
 def save_atomically(state, path):
     """tmp file + rename: an interrupted save never replaces a good file; a checksum of it all goes with it."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -1425,22 +1400,42 @@ def save_checkpoint(path, model, muon, adam, stream, step, train_time_ms, args):
             os.remove(old)
 
 
-def export_weights(args):
-    """--export: the weights of --resume's checkpoint in bf16 with its hyperparameters, for sampling or
-    fine-tuning elsewhere (`--sample=` reads it too)."""
-    if not args.resume:
-        raise ConfigError("--export needs --resume=CHECKPOINT, the checkpoint to export")
-    state = load_checkpoint_file(args.resume)
-    weights = {k: v.bfloat16() if v.is_floating_point() else v for k, v in state["model"].items()}
-    save_atomically(dict(args=state["args"], step=state["step"], model=weights), args.export)
-    print(f"exported {sum(v.numel() for v in weights.values()):,} weights (bf16) of {args.resume} at step"
-          f" {state['step']} to {args.export}")
+def read_checkpoint(path):
+    """A checkpoint (or an export) on the CPU, refused unless its contents match the checksum written with them."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # a missing file, a text file, a truncated or overwritten zip, ...
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"cannot read checkpoint {path}: {reason}") from None
+    if not (isinstance(state, dict) and {"args", "model", "checksum"} <= state.keys()):
+        raise ConfigError(f"{path} is not a train_gpt.py checkpoint (no args, model and checksum)")
+    if state["checksum"] != checksum({k: v for k, v in state.items() if k != "checksum"}):
+        raise ConfigError(f"{path}: its contents do not match their checksum (the file is damaged); use another")
+    return state
 
 
-def load_checkpoint(path, model, muon, adam, stream):
-    """Restore model, optimizers, loader position and RNG; -> (step, train_time_ms)."""
-    state = load_checkpoint_file(path)
-    load_checkpoint_file.cache_clear()  # the run holds its own copy now
+def checkpoint_hyperparameters(state):
+    """The hyperparameters a checkpoint was trained with; fields this file no longer has are dropped."""
+    return {k: v for k, v in state["args"].items() if k in typing.get_type_hints(Hyperparameters)}
+
+
+def find_checkpoint(resume, run_id):
+    """--resume's checkpoint as (path, contents), or None: "auto" is run_id's newest checkpoint that loads and
+    checks out, if it has one."""
+    if resume != "auto":
+        return (resume, read_checkpoint(resume)) if resume else None
+    if not run_id:
+        raise ConfigError("--resume=auto needs --run_id=NAME: it continues that run from its newest checkpoint")
+    steps = lambda path: float("inf") if path.endswith("final.pt") else int(re.findall(r"\d+", path)[-1])
+    for path in sorted(glob.glob(f"logs/{run_id}/step_*.pt") + glob.glob(f"logs/{run_id}/final.pt"), key=steps,
+                       reverse=True):
+        with contextlib.suppress(ConfigError):
+            return path, read_checkpoint(path)
+    return None
+
+
+def restore(state, model, muon, adam, stream):
+    """Restore model, optimizers, loader position and RNG from a checkpoint's contents; -> (step, train_time_ms)."""
     model.load_state_dict(state["model"])
     muon.load_state_dict(state["muon"])
     adam.load_state_dict(state["adam"])
@@ -1449,6 +1444,18 @@ def load_checkpoint(path, model, muon, adam, stream):
     if state["cuda_rng"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     return state["step"], state["train_time_ms"]
+
+
+def export_weights(args, checkpoint):
+    """--export: the weights of --resume's checkpoint in bf16 with its hyperparameters, for sampling or
+    fine-tuning elsewhere (`--sample=` reads it too)."""
+    if not checkpoint:
+        raise ConfigError("--export needs --resume=CHECKPOINT, the checkpoint to export")
+    path, state = checkpoint
+    weights = {k: v.bfloat16() if v.is_floating_point() else v for k, v in state["model"].items()}
+    save_atomically(dict(args=state["args"], step=state["step"], model=weights), args.export)
+    print(f"exported {sum(v.numel() for v in weights.values()):,} weights (bf16) of {path} at step"
+          f" {state['step']} to {args.export}")
 
 
 # -----------------------------------------------------------------------------
@@ -1519,7 +1526,7 @@ def check_start(args, rank, world_size):
     return stream, val_seqs
 
 
-def train(args, argv):
+def train(args, argv, checkpoint):
     rank, world_size, device = setup_distributed(args.device, args.cpu_threads, args.collective_timeout)
     if device.type == "cuda" and "expandable_segments" not in os.environ.get("PYTORCH_CUDA_ALLOC_CONF", ""):
         # segments grow in place instead of one cached per size (record 2025-08-23 sets it; on the virtual
@@ -1552,12 +1559,13 @@ def train(args, argv):
         log(f"warmup: {args.warmup_steps} untimed steps (compilation) took {time.perf_counter() - warmup_start:.1f}s")
 
     token_bytes = gpt2_token_bytes(args.vocab_size)
-    step, train_time_ms, checkpoint = 0, 0.0, resume_path(args.resume, args.run_id)
+    step, train_time_ms = 0, 0.0
     if checkpoint:
-        step, train_time_ms = load_checkpoint(checkpoint, raw_model, muon, adam, stream)
-        log(f"resumed{' (auto)' if args.resume == 'auto' else ''} from {checkpoint} at step {step}")
-    stopped = run_loop(args, model, raw_model, muon, adam, stream, val_seqs, token_bytes, step, train_time_ms,
-                          log, rank, world_size, device)
+        step, train_time_ms = restore(checkpoint[1], raw_model, muon, adam, stream)
+        log(f"resumed{' (auto)' if args.resume == 'auto' else ''} from {checkpoint[0]} at step {step}")
+        checkpoint[1].clear()  # the model and optimizers hold copies now: the host memory of the file's goes
+    stopped = run_loop(Run(args, model, raw_model, muon, adam, stream, val_seqs, token_bytes, log, rank, world_size,
+                           device), step, train_time_ms)
     if device.type == "cuda":
         log(f"peak memory allocated: {torch.cuda.max_memory_allocated() // 2**20} MiB"
             f" reserved: {torch.cuda.max_memory_reserved() // 2**20} MiB")
@@ -1575,10 +1583,6 @@ def train(args, argv):
         log(f"stopped by {signal.Signals(signum).name} after step {step}: {where}")
         raise SystemExit(128 + signum)
     log(f"done: log logs/{args.run_id}.txt, checkpoint {saved[-1] if saved else 'none (--save_checkpoint=false)'}")
-
-
-def tokens_before(step, args):
-    return sum(tokens_per_step_at(s, args) for s in range(step))
 
 
 STOP_CHECK_EVERY = 10  # steps between the ranks' looks at the store for a stop request (a TCP round trip each)
@@ -1616,19 +1620,55 @@ class StopRequest:
         return self.named
 
 
-def run_loop(args, model, raw_model, muon, adam, stream, val_seqs, token_bytes, step, train_time_ms,
-             log, rank, world_size, device):
-    """Steps from `step` to num_iterations; -> (signal, step) if a signal stopped it. The clock covers training
-    steps only, each once: it stops for validation, checkpoints and a profile's trace (as the records count
-    it). Train loss is read back only at log steps, so there is no per-step host sync."""
-    N, peak, start = args.num_iterations, peak_flops(device), step
-    loss_sum, logged_step, logged_time = torch.zeros((), device=device), step, train_time_ms
-    first_bad_step = torch.full((), N + 1, device=device)  # first step with a non-finite loss, N + 1 = none
-    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    profiler = start_profiler(args, device) if args.profile_steps and rank == 0 else None
-    stop = StopRequest(world_size)
-    synchronize()
-    t0 = time.perf_counter()
+@dataclass
+class Run:
+    """What the training loop works with, made by train()."""
+    args: Hyperparameters
+    model: nn.Module  # raw_model, compiled (--compile) or not
+    raw_model: GPT
+    muon: Muon
+    adam: Adam
+    stream: TokenStream
+    val_seqs: np.ndarray
+    token_bytes: typing.Optional[torch.Tensor]  # for bits per byte; None without tiktoken
+    log: Logger
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @functools.cached_property
+    def tokens_before(self):
+        """Tokens trained on before each step, 0 .. num_iterations: the batch schedule summed once."""
+        return [0, *itertools.accumulate(tokens_per_step_at(s, self.args) for s in range(self.args.num_iterations))]
+
+
+class Clock:
+    """train_time: the wall-clock of training steps only, each counted once; it stops for validation, checkpoints
+    and a profile's trace (as the records count it). Read after the GPU's queued work is done."""
+
+    def __init__(self, ms, device):
+        self.ms, self.sync = ms, torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        self.start()
+
+    def start(self):
+        self.sync()
+        self.started = time.perf_counter()
+
+    def now(self):
+        self.sync()
+        return self.ms + 1000 * (time.perf_counter() - self.started)
+
+    def stop(self):
+        self.ms = self.now()
+
+
+def run_loop(run, step, train_time_ms):
+    """Steps from `step` to num_iterations; -> (signal, step) if a signal stopped it. Train loss is read back only
+    at log steps, so there is no per-step host sync."""
+    args, N, start = run.args, run.args.num_iterations, step
+    profiler = start_profiler(args, run.device) if args.profile_steps and run.rank == 0 else None
+    stop, clock = StopRequest(run.world_size), Clock(train_time_ms, run.device)
+    losses = TrainLosses(run, step, train_time_ms)
     try:
         while True:
             stop_request = stop.stop_at(step)
@@ -1636,61 +1676,80 @@ def run_loop(args, model, raw_model, muon, adam, stream, val_seqs, token_bytes, 
             validate = last or (args.val_loss_every and step % args.val_loss_every == 0)
             checkpoint = (last or stop_now
                           or (args.checkpoint_every and step % args.checkpoint_every == 0 and step > start))
-            if validate or checkpoint:  # the clock stops
-                synchronize()
-                train_time_ms += 1000 * (time.perf_counter() - t0)
-            if validate and not stop_now:
-                windows = window_tensor(step, args, device)
-                val_loss, val_bpb = evaluate(model, val_seqs, args, windows, token_bytes, rank, world_size, device)
-                bpb_text = f"{val_bpb:.4f}" if val_bpb is not None else "n/a"
-                log(f"step:{step}/{N} val_loss:{val_loss:.4f} val_bpb:{bpb_text} train_time:{train_time_ms:.0f}ms"
-                    f" step_avg:{train_time_ms / max(step, 1):.2f}ms tokens:{tokens_before(step, args)}")
-            if checkpoint and args.save_checkpoint and rank == 0:
-                path = f"logs/{args.run_id}/{'final' if last else f'step_{step:06d}'}.pt"
-                save_checkpoint(path, raw_model, muon, adam, stream, step, train_time_ms, args)
-            if last or stop_now:
-                if profiler is not None:
-                    profiler.stop()
-                    log(f"profile: logs/{args.run_id}/profile.txt, trace: logs/{args.run_id}/trace.json")
-                return (stop_request[1], step) if stop_now else None
             if validate or checkpoint:
-                t0 = time.perf_counter()
-            windows = apply_schedules(step, args, raw_model, muon, adam)
-            batches = to_device(stream.next_step(tokens_per_step_at(step, args)), device)
-            loss = train_step(model, raw_model, batches, windows, muon, adam, world_size, check_grads=step == 0)
-            loss_sum += loss
+                clock.stop()
+                if validate and not stop_now:
+                    log_validation(run, step, clock.ms)
+                if checkpoint and args.save_checkpoint and run.rank == 0:
+                    path = f"logs/{args.run_id}/{'final' if last else f'step_{step:06d}'}.pt"
+                    save_checkpoint(path, run.raw_model, run.muon, run.adam, run.stream, step, clock.ms, args)
+                if last or stop_now:
+                    if profiler is not None:
+                        profiler.stop()
+                        run.log(f"profile: logs/{args.run_id}/profile.txt, trace: logs/{args.run_id}/trace.json")
+                    return (stop_request[1], step) if stop_now else None
+                clock.start()
+            windows = apply_schedules(step, args, run.raw_model, run.muon, run.adam)
+            batches = to_device(run.stream.next_step(tokens_per_step_at(step, args)), run.device)
+            loss = train_step(run.model, run.raw_model, batches, windows, run.muon, run.adam, run.world_size,
+                              check_grads=step == 0)
             step += 1  # numbered like the log lines: step:1 is the loss of the first step
             if profiler is not None:  # the profiler writes its trace in a step() call: not training time
-                synchronize()
-                paused = time.perf_counter()
+                clock.stop()
                 profiler.step()
-                t0 += time.perf_counter() - paused
-            first_bad_step = torch.where(torch.isfinite(loss), first_bad_step, first_bad_step.clamp(max=step))
+                clock.start()
+            losses.add(loss, step)
             if step % args.train_log_every == 0 or step in (1, 10, N):  # early lines show the run is alive
-                if world_size > 1:  # each rank holds its own share of the batch: log the whole batch's mean
-                    dist.all_reduce(loss_sum)
-                    loss_sum /= world_size
-                    dist.all_reduce(first_bad_step, op=dist.ReduceOp.MIN)
-                if args.check_finite and first_bad_step.item() <= N:
-                    raise FloatingPointError(f"loss is {loss.item()} (non-finite) at step {first_bad_step.item()}; "
-                                             "lower the learning rates or check the data")
-                synchronize()
-                now_ms = train_time_ms + 1000 * (time.perf_counter() - t0)
-                interval_s = max(now_ms - logged_time, 1e-3) / 1000
-                tok_per_s = (tokens_before(step, args) - tokens_before(logged_step, args)) / interval_s
-                mfu = f"{100 * flops_per_token(args, step) * tok_per_s / (peak * world_size):.1f}%" if peak else "n/a"
-                eta_s = round((N - step) * now_ms / step / 1000)  # at the run's step_avg
-                train_loss = (loss_sum / (step - logged_step)).item()
-                log(f"step:{step}/{N} train_loss:{train_loss:.4f} train_time:{now_ms:.0f}ms"
-                    f" step_avg:{now_ms / step:.2f}ms tokens:{tokens_before(step, args)} tok/s:{tok_per_s:.0f}"
-                    f" mfu:{mfu} eta:{eta_s // 60}m{eta_s % 60:02d}s")
-                loss_sum.zero_()
-                logged_step, logged_time = step, now_ms
+                losses.log(step, clock)
     except (RuntimeError, dist.DistBackendError) as e:  # gloo's word for a rank that died or stopped answering
-        if world_size > 1 and re.search(r"time[d ]?out|peer|connection", str(e), re.I):
-            raise RankFailure(f"rank {rank}: no answer from another rank within --collective_timeout="
+        if run.world_size > 1 and re.search(r"time[d ]?out|peer|connection", str(e), re.I):
+            raise RankFailure(f"rank {run.rank}: no answer from another rank within --collective_timeout="
                               f"{args.collective_timeout:g}s after step {step} (one died or hangs); stopping") from None
         raise
+
+
+def log_validation(run, step, train_time_ms):
+    args = run.args
+    windows = window_tensor(step, args, run.device)
+    loss, bpb = evaluate(run.model, run.val_seqs, args, windows, run.token_bytes, run.rank, run.world_size, run.device)
+    run.log(f"step:{step}/{args.num_iterations} val_loss:{loss:.4f} val_bpb:{'n/a' if bpb is None else f'{bpb:.4f}'}"
+            f" train_time:{train_time_ms:.0f}ms step_avg:{train_time_ms / max(step, 1):.2f}ms"
+            f" tokens:{run.tokens_before[step]}")
+
+
+class TrainLosses:
+    """The train losses since the last train line, summed on the device, and the first non-finite one."""
+
+    def __init__(self, run, step, train_time_ms):
+        self.run, self.peak = run, peak_flops(run.device)
+        self.sum, self.logged_step, self.logged_ms = torch.zeros((), device=run.device), step, train_time_ms
+        self.first_bad = torch.full((), run.args.num_iterations + 1, device=run.device)  # its step; N + 1 = none
+
+    def add(self, loss, step):
+        self.sum += loss
+        self.first_bad = torch.where(torch.isfinite(loss), self.first_bad, self.first_bad.clamp(max=step))
+        self.last = loss
+
+    def log(self, step, clock):
+        """A train line: mean loss since the last one, its tok/s and MFU, and the eta at the run's step_avg."""
+        run, args, N, peak = self.run, self.run.args, self.run.args.num_iterations, self.peak
+        if run.world_size > 1:  # each rank holds its own share of the batch: log the whole batch's mean
+            dist.all_reduce(self.sum)
+            self.sum /= run.world_size
+            dist.all_reduce(self.first_bad, op=dist.ReduceOp.MIN)
+        if args.check_finite and self.first_bad.item() <= N:
+            raise FloatingPointError(f"loss is {self.last.item()} (non-finite) at step {self.first_bad.item()}; "
+                                     "lower the learning rates or check the data")
+        now_ms = clock.now()
+        interval_s = max(now_ms - self.logged_ms, 1e-3) / 1000
+        tok_per_s = (run.tokens_before[step] - run.tokens_before[self.logged_step]) / interval_s
+        mfu = f"{100 * flops_per_token(args, step) * tok_per_s / (peak * run.world_size):.1f}%" if peak else "n/a"
+        eta_s = round((N - step) * now_ms / step / 1000)
+        run.log(f"step:{step}/{N} train_loss:{(self.sum / (step - self.logged_step)).item():.4f}"
+                f" train_time:{now_ms:.0f}ms step_avg:{now_ms / step:.2f}ms tokens:{run.tokens_before[step]}"
+                f" tok/s:{tok_per_s:.0f} mfu:{mfu} eta:{eta_s // 60}m{eta_s % 60:02d}s")
+        self.sum.zero_()
+        self.logged_step, self.logged_ms = step, now_ms
 
 
 # -----------------------------------------------------------------------------
@@ -1703,7 +1762,7 @@ def sample(args):
     training: the prompt is a document (EOT first), padded to whole attention blocks."""
     import tiktoken
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    state = load_checkpoint_file(args.sample)
+    state = read_checkpoint(args.sample)
     train_args = Hyperparameters(**checkpoint_hyperparameters(state))
     print(f"sampling from {args.sample} (step {state['step']}) with the model it was trained as (preset="
           f"{train_args.preset!r}, {train_args.num_layers} layers x {train_args.model_dim}); model fields given here"
@@ -1738,12 +1797,12 @@ def sample(args):
 
 def main(argv):
     try:
-        args = parse_args(argv)
+        args, checkpoint = parse_command_line(argv)
         if args.sample:
             return sample(args)
         if args.export:
-            return export_weights(args)
-        train(args, argv)
+            return export_weights(args, checkpoint)
+        train(args, argv, checkpoint)
     except (ConfigError, ShardError, FloatingPointError, RankFailure) as e:
         sys.exit(f"train_gpt.py: {e}")
     except torch.OutOfMemoryError:
