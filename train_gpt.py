@@ -539,7 +539,7 @@ def block_mask(docs, window_blocks):
     k-blocks a q-block Q sees are one range [Q - n_any + 1, Q] whose full ones are [Q - n_full, Q - 1]; the
     q-blocks that see a k-block K (for the backward) are likewise [K, K + n_any - 1] and [K + 1, K + n_full].
     Counts and index lists are comparisons, sums and aranges: no sort, which inductor would unroll into a
-    huge kernel (17 MB of PTX for 128 blocks)."""
+    huge kernel (README: Checking the GPU path)."""
     B, T = docs.shape
     n = T // BLOCK
     blocks = docs.view(B, n, BLOCK)
@@ -611,9 +611,8 @@ def softcap_slope(z, c, form):
 class FP8HeadLoss(torch.autograd.Function):
     """The training loss through the FP8 head: softcapped cross-entropy, summed and divided by B, over x @ w.T
     computed by torch._scaled_mm with x and w in e4m3. The logits' gradient is computed with the loss and kept
-    in e5m2, so backward never reads the logits (bf16, twice its size) again: on the virtual H100 a record step
-    reads and writes 20 GB less and peaks 2.3 GiB lower. (Keeping its transposed copy too would save another 20 GB
-    but peak 4.6 GiB higher.) Static scales as record 2025-08-23's FP8 head: x / (sqrt(D)/448), w / 2**-9, and
+    in e5m2, so backward never reads the logits (bf16, twice its size) again (what that saves: README's performance
+    table). Static scales as record 2025-08-23's FP8 head: x / (sqrt(D)/448), w / 2**-9, and
     the gradient / (1/448/B), since a summed loss's logit gradient is at most 1 (here 1/B)."""
 
     @staticmethod
@@ -1529,8 +1528,8 @@ def check_start(args, rank, world_size):
 def train(args, argv, checkpoint):
     rank, world_size, device = setup_distributed(args.device, args.cpu_threads, args.collective_timeout)
     if device.type == "cuda" and "expandable_segments" not in os.environ.get("PYTORCH_CUDA_ALLOC_CONF", ""):
-        # segments grow in place instead of one cached per size (record 2025-08-23 sets it; on the virtual
-        # H100 the record preset reserves 55 GiB without it for 29 GiB allocated)
+        # segments grow in place instead of one cached per size (record 2025-08-23 sets it; README says what
+        # the virtual H100 reserved without it)
         torch.cuda.memory._set_allocator_settings("expandable_segments:True")
     if args.memory_cap_gib and device.type == "cuda":
         total = torch.cuda.get_device_properties(device).total_memory
