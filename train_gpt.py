@@ -234,6 +234,7 @@ def parse_value(name, text, kind):
 
 
 def parse_args(argv):
+    """The Hyperparameters of a command line (parse_command_line without the checkpoint it read)."""
     return parse_command_line(argv)[0]
 
 
