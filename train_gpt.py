@@ -1537,13 +1537,14 @@ def train(args, argv, checkpoint):
         torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_cap_gib * 2**30 / total), device)
     torch.manual_seed(args.seed)
     run_id = args.run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-    run = [run_id, os.path.exists(f"logs/{run_id}.txt")]
+    named = [run_id, os.path.exists(f"logs/{run_id}.txt")]
     if world_size > 1:
-        dist.broadcast_object_list(run, src=0)  # rank 0's fresh id and its answer, before anything is written
-    if run[1] and args.resume != "auto":
-        raise ConfigError(f"logs/{run[0]}.txt already exists; choose another --run_id (or continue it with"
+        dist.broadcast_object_list(named, src=0)  # rank 0's fresh id and its answer, before anything is written
+    run_id, log_exists = named
+    if log_exists and args.resume != "auto":
+        raise ConfigError(f"logs/{run_id}.txt already exists; choose another --run_id (or continue it with"
                           " --resume=auto)")
-    args = dataclasses.replace(args, run_id=run[0])
+    args = dataclasses.replace(args, run_id=run_id)
     stream, val_seqs = check_start(args, rank, world_size)
     log = Logger(f"logs/{args.run_id}.txt", rank == 0)
     log_header(log, args, argv, world_size, device)
@@ -1673,14 +1674,14 @@ def run_loop(run, step, train_time_ms):
         while True:
             stop_request = stop.stop_at(step)
             last, stop_now = step == N, stop_request is not None and stop_request[0] == step
-            validate = last or (args.val_loss_every and step % args.val_loss_every == 0)
-            checkpoint = (last or stop_now
-                          or (args.checkpoint_every and step % args.checkpoint_every == 0 and step > start))
-            if validate or checkpoint:
+            validating = last or (args.val_loss_every and step % args.val_loss_every == 0)
+            saving = (last or stop_now
+                      or (args.checkpoint_every and step % args.checkpoint_every == 0 and step > start))
+            if validating or saving:
                 clock.stop()
-                if validate and not stop_now:
+                if validating and not stop_now:
                     log_validation(run, step, clock.ms)
-                if checkpoint and args.save_checkpoint and run.rank == 0:
+                if saving and args.save_checkpoint and run.rank == 0:
                     path = f"logs/{args.run_id}/{'final' if last else f'step_{step:06d}'}.pt"
                     save_checkpoint(path, run.raw_model, run.muon, run.adam, run.stream, step, clock.ms, args)
                 if last or stop_now:
