@@ -326,7 +326,7 @@ def summary(name, r, fmt):
                             f"{r['peak_allocated_gib'] / r['predicted_peak_gib']:.2f})" if "predicted_peak_gib" in r
                             else ""))
         parts += [f"train loss {fmt(r.get('train_loss'), '.4f')} at step {r.get('steps_done', '?')}"]
-        parts += [f"val loss {r['val_loss']:.4f}"] if r.get("val_loss", math.nan) == r.get("val_loss") else []
+        parts += [] if math.isnan(r.get("val_loss", math.nan)) else [f"val loss {r['val_loss']:.4f}"]
         parts += [f"fits 24 GB: {r['fits_24gb']}"] if "fits_24gb" in r else []
         return "; ".join(parts)
     return ""
@@ -497,7 +497,6 @@ def stage_train(tg, ctx, name):
 def stage_record_script(tg, ctx):
     """The 2025-08-23 record's own model and optimizers on the batches of our `record` stage, at the windows and
     learning rates of our run's steps (its schedule at the same fraction of training), one untimed step first."""
-    import numpy as np
     import torch
     import record_0823
     args = tg.parse_args([*TRAIN_RUNS["record"], *ctx["data_args"]])
@@ -519,8 +518,7 @@ def stage_record_script(tg, ctx):
         if s == TIMED_FROM:
             torch.cuda.synchronize()
             t0 = time.perf_counter()
-        batch = torch.from_numpy(np.ascontiguousarray(stream.next_step(args.tokens_per_step))).pin_memory()
-        batch = batch.cuda(non_blocking=True)
+        batch = tg.to_device(stream.next_step(args.tokens_per_step), torch.device("cuda"))  # as our run's batches
         losses.append(step(s * full // args.num_iterations, list(batch[:, 0])))
     torch.cuda.synchronize()
     step_ms = (time.perf_counter() - t0) * 1e3 / (args.num_iterations - TIMED_FROM)
