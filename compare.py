@@ -49,7 +49,7 @@ RECORD_CURVE = [(0, 10.8258, 0), (125, 4.6029, 11781), (250, 4.0788, 23571), (37
 RECORD_TOKENS_PER_STEP = 393_216
 
 ValPoint = namedtuple("ValPoint", "step train_time_ms tokens val_loss val_bpb")
-TrainPoint = namedtuple("TrainPoint", "step train_time_ms tokens train_loss tok_s mfu")
+TrainPoint = namedtuple("TrainPoint", "step train_time_ms tokens train_loss tok_s mfu epoch")
 
 
 class LogError(Exception):
@@ -131,7 +131,7 @@ def parse_log(path):
             run["val"].append(ValPoint(step, t, n, _num(f["val_loss"]), _num(f.get("val_bpb", ""))))
         else:
             run["train"].append(TrainPoint(step, t, n, _num(f.get("train_loss", "")),
-                                           _num(f.get("tok/s", "")), _num(f.get("mfu", ""))))
+                                           _num(f.get("tok/s", "")), _num(f.get("mfu", "")), _num(f.get("epoch", ""))))
     return run
 
 
@@ -152,13 +152,14 @@ def summarize(run):
     if tok_s is None and last.tokens and time_ms:
         tok_s = last.tokens / (time_ms / 1000)
     mfu = next((p.mfu for p in reversed(run["train"]) if p.mfu is not None), None)
+    epoch = next((p.epoch for p in reversed(run["train"]) if p.epoch is not None), None)  # > 1: data was repeated
     delta = last_val and last_val.val_loss is not None and record_loss_at(last_val.step)
     return dict(run=run["run_id"], last_step=last.step, total_steps=run["total_steps"], tokens=last.tokens,
                 delta_record=last_val.val_loss - delta if delta else None,
                 val_loss=last_val and last_val.val_loss, val_bpb=last_val and last_val.val_bpb,
                 train_time_s=None if time_ms is None else time_ms / 1000,
                 step_avg_ms=time_ms / last.step if time_ms is not None and last.step else None, tok_s=tok_s,
-                mfu=mfu, compile_s=run["compile_s"], peak_mem=run["peak_mem_allocated"])
+                mfu=mfu, epoch=epoch and int(epoch), compile_s=run["compile_s"], peak_mem=run["peak_mem_allocated"])
 
 
 def human(n):
@@ -176,13 +177,15 @@ def fmt(value, spec):
 
 
 def table(runs, reference=False):
-    """tok/s and mfu are the last train line's (the latest interval); step_avg covers the whole run. With the
-    reference: the last val loss minus the record's at the same step (negative = ahead of the record)."""
-    head = ["run", "steps", "tokens", "val_loss", "val_bpb", "train_time_s", "step_avg_ms", "tok/s", "mfu_%",
+    """tok/s, mfu and epoch are the last train line's (the latest interval; epoch > 1: the run repeated its data);
+    step_avg covers the whole run. With the reference: the last val loss minus the record's at the same step
+    (negative = ahead of the record)."""
+    head = ["run", "steps", "tokens", "epoch", "val_loss", "val_bpb", "train_time_s", "step_avg_ms", "tok/s", "mfu_%",
             "compile_s", "peak_mem_MiB"] + ["Δ_vs_record"] * reference
     body = []
     for s in map(summarize, runs):
-        body.append([s["run"], f"{s['last_step']}/{s['total_steps']}", human(s["tokens"]), fmt(s["val_loss"], ".4f"),
+        body.append([s["run"], f"{s['last_step']}/{s['total_steps']}", human(s["tokens"]), fmt(s["epoch"], "d"),
+                     fmt(s["val_loss"], ".4f"),
                      fmt(s["val_bpb"], ".4f"), fmt(s["train_time_s"], ".1f"), fmt(s["step_avg_ms"], ".1f"),
                      fmt(s["tok_s"], ",.0f"), fmt(s["mfu"], ".1f"), fmt(s["compile_s"], ".1f"),
                      fmt(s["peak_mem"], "d")] + [fmt(s["delta_record"], "+.4f")] * reference)

@@ -45,6 +45,7 @@ import math
 import os
 import platform
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -167,20 +168,13 @@ class Hyperparameters:
     preset: str = ""
 
 
-# The later records' tricks, each on top of record 2025-08-23, with what the record that brought it claims for it
-# (claims of those records on 8xH100, none measured here).
+# The later records' tricks, each on top of record 2025-08-23 (what each record claims for it, and where ours
+# differs on purpose: README's preset table)
 LATER_TRICKS = {
-    # record 2025-09-18: the previous token's embedding through a gate; 15 fewer steps (about 5 at equal loss,
-    # its README says). Unlike it, nothing is smeared across a document start.
-    "smear": dict(smear_gate=True),
-    # record 2025-09-29: Polar Express coefficients and Muon lr 0.06; 10 fewer steps
-    "polar": dict(muon_ortho="polar", muon_lr=0.06),
-    # record 2025-10-04: subtract 0.5 (learned) of the residual after 8 of 12 layers; no claim of its own
-    "backout": dict(backout=True),
-    # record 2026-01-19: a 5 x 50304-row table of hashed token pairs (Adam betas 0.75/0.95, lr 0.6, cautious
-    # weight decay 0.025 lr^2, per-layer weights from 0.1); 5.1 s and, with its other changes, 165 fewer steps.
-    # Unlike it, a document start hashes to the 'no previous token' row.
-    "bigram": dict(bigram_embed=5),
+    "smear": dict(smear_gate=True),  # record 2025-09-18
+    "polar": dict(muon_ortho="polar", muon_lr=0.06),  # record 2025-09-29
+    "backout": dict(backout=True),  # record 2025-10-04
+    "bigram": dict(bigram_embed=5),  # record 2026-01-19; its Adam betas, lr and decay are the bigram_* defaults
 }
 
 PRESETS = {
@@ -212,25 +206,16 @@ class RankFailure(RuntimeError):
 def parse_value(name, text, kind):
     """Convert one --field=value string to the field's type; booleans take true/false/1/0 in any case, a Literal
     field one of its values."""
-    try:
-        if kind is bool:
-            if text.lower() in ("1", "true"):
-                return True
-            if text.lower() in ("0", "false"):
-                return False
-            raise ValueError
+    choices = typing.get_args(kind) if typing.get_origin(kind) is Literal else ()
+    with contextlib.suppress(ValueError):
+        if kind is bool and text.lower() in ("1", "true", "0", "false"):
+            return text.lower() in ("1", "true")
         if typing.get_origin(kind) is tuple:
-            item = typing.get_args(kind)[0]
-            return tuple(item(part) for part in text.split(",") if part.strip())
-        if typing.get_origin(kind) is Literal:
-            if text not in typing.get_args(kind):
-                raise ValueError
-            return text
-        return kind(text)
-    except ValueError:
-        choices = typing.get_args(kind) if typing.get_origin(kind) is Literal else ()
-        expected = f"one of {', '.join(choices)}" if choices else f"a valid {getattr(kind, '__name__', kind)}"
-        raise ConfigError(f"--{name}={text!r} is not {expected}") from None
+            return tuple(typing.get_args(kind)[0](part) for part in text.split(",") if part.strip())
+        if text in choices or not (choices or kind is bool):
+            return text if choices else kind(text)
+    expected = f"one of {', '.join(choices)}" if choices else f"a valid {getattr(kind, '__name__', kind)}"
+    raise ConfigError(f"--{name}={text!r} is not {expected}")
 
 
 def parse_args(argv):
@@ -280,18 +265,15 @@ def shape_changes(saved, args):
 
 def validate(args):
     """Catch impossible settings at start-up, naming the field, instead of deep inside the run."""
-    must_be = {"positive": ("seq_len", "micro_batch_seqs", "tokens_per_step", "val_seq_len", "val_tokens",
-                            "train_log_every", "num_layers", "model_dim", "num_heads", "head_dim", "num_iterations",
-                            "temperature", "collective_timeout"),
-               "0 or more": ("val_loss_every", "checkpoint_every", "keep_checkpoints", "warmup_steps",
-                             "profile_steps", "top_k", "max_new_tokens", "cpu_threads", "memory_cap_gib")}
-    for expected, names in must_be.items():
-        for name in names:
-            value = getattr(args, name)
-            if value < 0 or (value == 0 and expected == "positive"):
-                raise ConfigError(f"--{name}={value!r} must be {expected}")
+    positive = ("seq_len", "micro_batch_seqs", "tokens_per_step", "val_seq_len", "val_tokens", "train_log_every",
+                "num_layers", "model_dim", "num_heads", "head_dim", "num_iterations", "temperature",
+                "collective_timeout")
+    at_least_0 = ("val_loss_every", "checkpoint_every", "keep_checkpoints", "warmup_steps", "profile_steps", "top_k",
+                  "max_new_tokens", "cpu_threads", "memory_cap_gib")
     L = args.num_layers
     checks = [
+        *((name, getattr(args, name) > 0, "positive") for name in positive),
+        *((name, getattr(args, name) >= 0, "0 or more") for name in at_least_0),
         ("vocab_size", args.vocab_size > EOT, f"more than {EOT} (the GPT-2 tokens)"),
         ("window_pattern", args.window_pattern and set(args.window_pattern) <= {"S", "L"}, "a string of S and L"),
         ("no_attn_layers", all(0 <= i < L for i in args.no_attn_layers), f"layer indices in 0..{L - 1}"),
@@ -303,7 +285,7 @@ def validate(args):
         ("window_blocks_start", 1 <= args.window_blocks_start, "at least 1"),
         ("window_blocks_end", args.window_blocks_start <= args.window_blocks_end, "at least window_blocks_start"),
         ("cooldown_frac", 0 <= args.cooldown_frac <= 1, "between 0 and 1"),
-        ("val_tokens", args.val_tokens > 0 and args.val_tokens % args.val_seq_len == 0,
+        ("val_tokens", args.val_seq_len > 0 and args.val_tokens % args.val_seq_len == 0,
          f"a positive multiple of val_seq_len = {args.val_seq_len}"),
         ("seq_len", args.seq_len % BLOCK == 0, f"a multiple of the {BLOCK}-token attention block"),
         ("val_seq_len", args.val_seq_len % BLOCK == 0, f"a multiple of the {BLOCK}-token attention block"),
@@ -446,15 +428,22 @@ class TokenStream:
         last = self.shard + 1 == len(self.files)
         self.load_state_dict(dict(epoch=self.epoch + last, shard=0 if last else self.shard + 1, pos=0))
 
+    def _sequence_start(self):
+        """Where the next seq_len + 1 tokens (inputs and shifted targets) start: at the cursor, or at the next
+        document start (a shard without any, e.g. one book, is read straight through); None past the shard's end."""
+        start = self.pos
+        if self.align_to_doc and len(self.doc_starts):
+            i = np.searchsorted(self.doc_starts, start)
+            start = self.doc_starts[i] if i < len(self.doc_starts) else len(self.tokens)
+        return start if start + self.seq_len + 1 <= len(self.tokens) else None
+
+    def _step_fits(self, tokens_per_step):
+        """Record 2025-08-23: a step whose tokens might not fit (twice over when aligned) starts the next shard."""
+        return self.pos + tokens_per_step * (2 if self.align_to_doc else 1) + 1 < len(self.tokens)
+
     def _next_sequence(self):
-        """seq_len + 1 tokens (inputs and shifted targets) at the cursor, or at the next document start; a shard
-        without any (one document longer than the shard, e.g. a book) is read straight through."""
         for _ in range(2 * len(self.files) + 1):
-            start = self.pos
-            if self.align_to_doc and len(self.doc_starts):
-                i = np.searchsorted(self.doc_starts, start)
-                start = self.doc_starts[i] if i < len(self.doc_starts) else len(self.tokens)
-            if start + self.seq_len + 1 <= len(self.tokens):
+            if (start := self._sequence_start()) is not None:
                 self.pos = start + self.seq_len
                 return self.tokens[start:start + self.seq_len + 1]
             self._next_shard()
@@ -464,12 +453,38 @@ class TokenStream:
         """This rank's micro-batches for one optimizer step: an int64 array (accum, micro_batch_seqs, seq_len+1)."""
         accum = grad_accum_steps(tokens_per_step, self.world_size, self.micro_batch_seqs * self.seq_len)
         per_rank = accum * self.micro_batch_seqs
-        reserve = tokens_per_step * (2 if self.align_to_doc else 1)  # record 2025-08-23: a step whose tokens
-        if self.pos + reserve + 1 >= len(self.tokens):  # might not fit (twice over when aligned) starts the next shard
+        if not self._step_fits(tokens_per_step):
             self._next_shard()
         sequences = [self._next_sequence() for _ in range(per_rank * self.world_size)]
         mine = sequences[self.rank * per_rank:(self.rank + 1) * per_rank]
         return np.stack(mine).astype(np.int64).reshape(accum, self.micro_batch_seqs, self.seq_len + 1)
+
+    def first_shard_report(self, tokens_per_step, run_tokens):
+        """What one epoch reads of the first shard, walking a copy of the cursor as next_step does (aligned, a
+        sequence reads seq_len + 1 tokens from a document start and skips the rest of a longer document), and
+        the document lengths that explain it. -> log lines, with a warning if an epoch skips over half."""
+        probe, per_step = copy.copy(self), tokens_per_step // self.seq_len
+        probe.load_state_dict(dict(epoch=0, shard=0, pos=0))
+        n, read = len(probe.tokens), np.zeros(len(probe.tokens), dtype=bool)
+        for i in itertools.count():  # a step's first sequence checks that the step fits, as next_step does
+            start = probe._sequence_start() if i % per_step or probe._step_fits(tokens_per_step) else None
+            if start is None:
+                break
+            read[start:start + self.seq_len + 1], probe.pos = True, start + self.seq_len
+        lengths = np.diff(np.unique(np.concatenate([[0], np.flatnonzero(probe.tokens == EOT), [n]])))
+        fraction, total = read.sum() / n, sum(len(read_shard(f)) for f in self.files)
+        lines = [f"train data: an epoch reads {read.sum():,} of the {n:,} tokens of {self.files[0]} ({fraction:.1%},"
+                 f" align_to_doc={self.align_to_doc}); the run trains on {run_tokens:,} tokens, about"
+                 f" {run_tokens / max(fraction * total, 1):.2f} epochs of the {total:,} in {len(self.files)} shard(s)",
+                 f"train data: {len(lengths):,} documents in {self.files[0]}, median {np.median(lengths):,.0f} tokens,"
+                 f" 90th percentile {np.percentile(lengths, 90):,.0f}, {(lengths > self.seq_len).sum():,} longer"
+                 f" than seq_len={self.seq_len}"]
+        if fraction < 0.5:
+            fix = (f"--align_to_doc=false, best after re-tokenizing with data/tokenize_shards.py --max_doc_tokens="
+                   f"{self.seq_len} (long documents split, the pieces shuffled)" if self.align_to_doc else
+                   "shards of more tokens")
+            lines.append(f"warning: an epoch skips {1 - fraction:.0%} of {self.files[0]}; to read all of it use {fix}")
+        return lines
 
 
 def grad_accum_steps(tokens_per_step, world_size, micro_batch_tokens):
@@ -998,14 +1013,10 @@ def param_groups(model):
 
 def check_param_coverage(model, optimizers):
     """Every parameter must sit in exactly one optimizer group; fail with its name if not."""
-    counts = {id(p): 0 for p in model.parameters()}
-    for opt in optimizers:
-        for group in opt.param_groups:
-            for p in group["params"]:
-                counts[id(p)] = counts.get(id(p), 0) + 1
+    placed = [id(p) for opt in optimizers for group in opt.param_groups for p in group["params"]]
     for name, p in model.named_parameters():
-        if counts[id(p)] != 1:
-            raise ConfigError(f"parameter {name} is in {counts[id(p)]} optimizer groups (must be exactly 1);"
+        if placed.count(id(p)) != 1:
+            raise ConfigError(f"parameter {name} is in {placed.count(id(p))} optimizer groups (must be exactly 1);"
                               " fix param_groups()")
 
 
@@ -1299,35 +1310,28 @@ def evaluate(model, val_seqs, args, windows, token_bytes, rank, world_size, devi
 
 
 class Logger:
-    """Rank 0 prints and appends to logs/<run_id>.txt; every line is flushed as it is written."""
+    """Rank 0 prints and appends to logs/<run_id>.txt (check_start made logs/); each line is flushed as written."""
 
     def __init__(self, path, enabled):
         self.path, self.enabled = path, enabled
-        if enabled:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
 
     def __call__(self, text, console=True):
-        if not self.enabled:
-            return
-        if console:
+        if self.enabled and console:
             print(text, flush=True)
-        with open(self.path, "a") as f:
-            f.write(text + "\n")
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(text + "\n")
 
 
 def log_header(log, args, argv, world_size, device):
     """Everything needed to reproduce the run: command, hyperparameters, hardware, versions, full source."""
-    triton_version = "n/a"
-    with contextlib.suppress(ImportError):
-        import triton
-        triton_version = triton.__version__
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor()})"
     log(f"run_id: {args.run_id}")
     log(f"command: {' '.join(['train_gpt.py', *argv])}")
     log(f"world_size: {world_size}")
     log(f"device: {device_name} x{world_size}")
-    log(f"versions: python {platform.python_version()} torch {torch.__version__} triton {triton_version}"
-        f" cuda {torch.version.cuda or 'n/a'}")
+    log(f"versions: python {platform.python_version()} torch {torch.__version__} triton"
+        f" {triton.__version__ if triton else 'n/a'} cuda {torch.version.cuda or 'n/a'}")
     log(f"hyperparameters: {json.dumps(dataclasses.asdict(args))}")
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         log(subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=20).stdout, console=False)
@@ -1436,10 +1440,8 @@ def find_checkpoint(resume, run_id):
 
 def restore(state, model, muon, adam, stream):
     """Restore model, optimizers, loader position and RNG from a checkpoint's contents; -> (step, train_time_ms)."""
-    model.load_state_dict(state["model"])
-    muon.load_state_dict(state["muon"])
-    adam.load_state_dict(state["adam"])
-    stream.load_state_dict(state["stream"])
+    for name, part in dict(model=model, muon=muon, adam=adam, stream=stream).items():
+        part.load_state_dict(state[name])
     torch.set_rng_state(state["rng"])
     if state["cuda_rng"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -1494,9 +1496,8 @@ def warmup_compile(model, raw_model, args, muon, adam, device, world_size):
         batches = torch.randint(0, args.vocab_size, shape, device=device)
         windows = apply_schedules(step * args.num_iterations // args.warmup_steps, args, raw_model, muon, adam)
         train_step(model, raw_model, batches, windows, muon, adam, world_size)
-    raw_model.load_state_dict(saved["model"])
-    muon.load_state_dict(saved["muon"])
-    adam.load_state_dict(saved["adam"])
+    for part, state in zip((raw_model, muon, adam), saved.values()):
+        part.load_state_dict(state)
 
 
 def parameter_counts(model):
@@ -1565,15 +1566,13 @@ def train(args, argv, checkpoint):
         step, train_time_ms = restore(checkpoint[1], raw_model, muon, adam, stream)
         log(f"resumed{' (auto)' if args.resume == 'auto' else ''} from {checkpoint[0]} at step {step}")
         checkpoint[1].clear()  # the model and optimizers hold copies now: the host memory of the file's goes
-    stopped = run_loop(Run(args, model, raw_model, muon, adam, stream, val_seqs, token_bytes, log, rank, world_size,
-                           device), step, train_time_ms)
-    if device.type == "cuda":
-        log(f"peak memory allocated: {torch.cuda.max_memory_allocated() // 2**20} MiB"
-            f" reserved: {torch.cuda.max_memory_reserved() // 2**20} MiB")
-    else:
-        import resource  # CPU: the process's peak resident memory stands in for both
-        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
-        log(f"peak memory allocated: {peak_mib} MiB reserved: {peak_mib} MiB")
+    run = Run(args, model, raw_model, muon, adam, stream, val_seqs, token_bytes, log, rank, world_size, device)
+    for line in stream.first_shard_report(tokens_per_step_at(0, args), run.tokens_before[-1]) if rank == 0 else ():
+        log(line)
+    stopped = run_loop(run, step, train_time_ms)
+    peaks = ((torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()) if device.type == "cuda"
+             else [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024] * 2)  # CPU: peak resident memory
+    log(f"peak memory allocated: {peaks[0] // 2**20} MiB reserved: {peaks[1] // 2**20} MiB")
     if world_size > 1:  # rank 0 may still be writing a checkpoint: leave together, then tear down
         dist.barrier()
     saved = sorted(glob.glob(f"logs/{args.run_id}/*.pt"), key=os.path.getmtime)
@@ -1590,13 +1589,11 @@ STOP_CHECK_EVERY = 10  # steps between the ranks' looks at the store for a stop 
 
 
 class StopRequest:
-    """SIGTERM or SIGINT (a preemption, Ctrl-C): the run finishes the step in progress, checkpoints and exits
-    128 + the signal (143, 130). One process stops after the step in progress. Several agree on the step through
-    the process group's store, without waiting on the GPU: the first rank to see the signal names the first
-    multiple of STOP_CHECK_EVERY at least two steps on, which no rank can have passed (a rank is never a step
-    ahead of another), and every rank looks at the store only at those multiples: one round trip per
-    STOP_CHECK_EVERY steps, and a stop at most STOP_CHECK_EVERY + 1 steps after the signal. A second Ctrl-C stops
-    at once."""
+    """SIGTERM or SIGINT (a preemption, Ctrl-C): the run checkpoints and exits 128 + the signal (143, 130); a
+    second Ctrl-C stops at once. One process stops after the step in progress. Several agree on the step through
+    the process group's store, without a GPU sync: the first rank to see the signal names the first multiple of
+    STOP_CHECK_EVERY two or more steps on, which no rank has passed (none is a step ahead of another), and ranks
+    look at the store only at those multiples: a stop comes at most STOP_CHECK_EVERY + 1 steps after the signal."""
 
     def __init__(self, world_size):
         self.signal, self.named = None, None  # named: (step, signal) the ranks stop at
@@ -1690,8 +1687,11 @@ def run_loop(run, step, train_time_ms):
                         run.log(f"profile: logs/{args.run_id}/profile.txt, trace: logs/{args.run_id}/trace.json")
                     return (stop_request[1], step) if stop_now else None
                 clock.start()
-            windows = apply_schedules(step, args, run.raw_model, run.muon, run.adam)
+            windows, epoch = apply_schedules(step, args, run.raw_model, run.muon, run.adam), run.stream.epoch
             batches = to_device(run.stream.next_step(tokens_per_step_at(step, args)), run.device)
+            if run.stream.epoch != epoch:
+                run.log(f"epoch {run.stream.epoch + 1} begins at step {step + 1}, after {run.tokens_before[step]}"
+                        " tokens: from here the run repeats its training data")
             loss = train_step(run.model, run.raw_model, batches, windows, run.muon, run.adam, run.world_size,
                               check_grads=step == 0)
             step += 1  # numbered like the log lines: step:1 is the loss of the first step
@@ -1748,7 +1748,7 @@ class TrainLosses:
         eta_s = round((N - step) * now_ms / step / 1000)
         run.log(f"step:{step}/{N} train_loss:{(self.sum / (step - self.logged_step)).item():.4f}"
                 f" train_time:{now_ms:.0f}ms step_avg:{now_ms / step:.2f}ms tokens:{run.tokens_before[step]}"
-                f" tok/s:{tok_per_s:.0f} mfu:{mfu} eta:{eta_s // 60}m{eta_s % 60:02d}s")
+                f" epoch:{run.stream.epoch + 1} tok/s:{tok_per_s:.0f} mfu:{mfu} eta:{eta_s // 60}m{eta_s % 60:02d}s")
         self.sum.zero_()
         self.logged_step, self.logged_ms = step, now_ms
 
@@ -1765,10 +1765,8 @@ def sample(args):
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     state = read_checkpoint(args.sample)
     train_args = Hyperparameters(**checkpoint_hyperparameters(state))
-    print(f"sampling from {args.sample} (step {state['step']}) with the model it was trained as (preset="
-          f"{train_args.preset!r}, {train_args.num_layers} layers x {train_args.model_dim}); model fields given here"
-          " are ignored, --prompt, --max_new_tokens, --temperature, --top_k, --seed and --device apply",
-          file=sys.stderr)
+    print(f"sampling from {args.sample} (step {state['step']}, preset {train_args.preset!r}): model fields given here"
+          " are ignored; --prompt, --max_new_tokens, --temperature, --top_k, --seed, --device apply", file=sys.stderr)
     model = build_model(train_args, device).eval()
     model.load_state_dict(state["model"])
     enc = tiktoken.get_encoding("gpt2")

@@ -18,11 +18,20 @@ leaves nothing behind, so a rerun after a fix just works):
 --val_tokens defaults to 10,485,760, the number of val tokens train_gpt.py evaluates by default; for a
 small corpus lower it, and train_gpt.py's --val_tokens with it. --workers processes tokenize documents
 in order, so the shards are the same for any worker count; memory holds one shard, not the corpus.
+
+Long documents (books, code, papers): --max_doc_tokens=N cuts every document longer than N tokens (its EOT
+included) into pieces of at most N, at paragraph ends (a blank line), else at sentence ends, else between
+tokens; each piece starts with EOT, so it is a document of its own to train_gpt.py's masks and loader. The
+pieces are then shuffled across documents (--seed), a shard's worth at a time, so that reading straight
+through (--align_to_doc=false) mixes documents instead of feeding one book for hundreds of steps. Without
+it, an aligned run (the default) reads only the first seq_len tokens of each document: its start-up report
+says how much of the shard an epoch reads.
 """
 import argparse
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -67,13 +76,33 @@ def iter_documents(inputs):
                     yield f"{path}:{lineno}", line, True
 
 
-def init_worker():
-    global encoding
-    encoding = tiktoken.get_encoding("gpt2")
+def init_worker(max_doc_tokens=0):
+    global encoding, piece_tokens
+    encoding, piece_tokens = tiktoken.get_encoding("gpt2"), max_doc_tokens
+
+
+def split(text, limit):
+    """Token lists of at most `limit` tokens that together are the text: whole paragraphs packed while they fit,
+    a longer paragraph by its sentences, a longer sentence cut between tokens. Each part is tokenized on its
+    own, so a token may differ from the whole text's where two parts meet."""
+    pieces, current = [], []
+    for paragraph in re.split(r"(?<=\n\n)(?=\S)", text):
+        tokens = encoding.encode_ordinary(paragraph)
+        parts = ([tokens] if len(tokens) <= limit else
+                 [encoding.encode_ordinary(sentence) for sentence in re.split(r"(?<=[.!?]\s)(?=\S)", paragraph)])
+        for part in parts:
+            for cut in range(0, max(len(part), 1), limit):  # a sentence longer than limit: between tokens
+                chunk = part[cut:cut + limit]
+                if len(current) + len(chunk) > limit:
+                    pieces.append(current)
+                    current = []
+                current = current + chunk
+    return pieces + [current]
 
 
 def tokenize(document):
-    """EOT + the document's tokens as uint16 (GPT-2's 50,257 ids fit)."""
+    """EOT + the document's tokens as uint16 (GPT-2's 50,257 ids fit); with --max_doc_tokens, a list of such
+    pieces of at most max_doc_tokens tokens each."""
     where, raw, is_json = document
     try:
         text = raw.decode("utf-8-sig")  # -sig: drop a leading byte-order mark, which is not text
@@ -87,7 +116,21 @@ def tokenize(document):
         text = record.get("text") if isinstance(record, dict) else None
         if not isinstance(text, str):
             raise InputError(f'{where}: expected a JSON object with a "text" string field')
+    if piece_tokens:
+        return [np.array([encoding.eot_token] + piece, dtype=np.uint16) for piece in split(text, piece_tokens - 1)]
     return np.array([encoding.eot_token] + encoding.encode_ordinary(text), dtype=np.uint16)
+
+
+def shuffled(pieces, pool_tokens, seed):
+    """The pieces in an order shuffled with the seed, pool_tokens tokens at a time (memory holds one pool)."""
+    rng, pool, size = np.random.default_rng(seed), [], 0
+    for piece in pieces:
+        pool.append(piece)
+        size += piece.size
+        if size >= pool_tokens:
+            yield from (pool[i] for i in rng.permutation(len(pool)))
+            pool, size = [], 0
+    yield from (pool[i] for i in rng.permutation(len(pool)))
 
 
 def write_shards(token_arrays, out_dir, name, shard_tokens, val_tokens):
@@ -127,9 +170,14 @@ def main():
     parser.add_argument("--shard_tokens", type=int, default=100_000_000, help="tokens per train shard")
     parser.add_argument("--val_tokens", type=int, default=10_485_760, help="tokens in the val shard (0: none)")
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="tokenizer processes")
+    parser.add_argument("--max_doc_tokens", type=int, default=0,
+                        help="split longer documents into pieces of at most this many tokens, shuffled (0: off)")
+    parser.add_argument("--seed", type=int, default=0, help="the order of the shuffled pieces (--max_doc_tokens)")
     args = parser.parse_args()
     if args.shard_tokens <= 0 or args.val_tokens < 0 or args.workers <= 0:
         parser.error("--shard_tokens and --workers must be positive, --val_tokens non-negative")
+    if args.max_doc_tokens < 0 or args.max_doc_tokens == 1:
+        parser.error(f"--max_doc_tokens={args.max_doc_tokens}: must be 0 (off) or at least 2 (EOT and a token)")
     out_dir = Path(args.out) if args.out else Path(__file__).resolve().parent / args.name
     stale = sorted(out_dir.glob(f"{args.name}_val_*.bin")) + sorted(out_dir.glob(f"{args.name}_train_*.bin"))
     if stale:  # old shards beside new ones would be read as training data too
@@ -141,8 +189,11 @@ def main():
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{args.name}-", dir=out_dir.parent))  # shards go here until all are done
     try:
-        with multiprocessing.Pool(args.workers, initializer=init_worker) as pool:
+        with multiprocessing.Pool(args.workers, initializer=init_worker, initargs=(args.max_doc_tokens,)) as pool:
             token_arrays = pool.imap(tokenize, iter_documents(args.inputs), chunksize=16)  # in input order
+            if args.max_doc_tokens:
+                pieces = (piece for pieces in token_arrays for piece in pieces)
+                token_arrays = shuffled(pieces, args.shard_tokens, args.seed)
             write_shards(token_arrays, work, args.name, args.shard_tokens, args.val_tokens)
         out_dir.mkdir(exist_ok=True)
         for shard in sorted(work.iterdir()):

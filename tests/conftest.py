@@ -117,3 +117,25 @@ def random_batch(args, accum=1, seed=0, doc_len=40):
     gen = torch.Generator().manual_seed(seed)
     batch = torch.randint(0, train_gpt.EOT, (accum, args.micro_batch_seqs, args.seq_len + 1), generator=gen)
     return batch.masked_fill(torch.rand(batch.shape, generator=gen) < 1 / doc_len, train_gpt.EOT)
+
+
+def long_documents(path, lengths=(3000, 180, 2200, 90, 4100, 1500, 700, 2600)):
+    """A shard of a few long documents of these token counts (EOT included), each token but the EOTs its own
+    position as id, so that a token read names where it was read. -> glob pattern"""
+    import numpy as np
+    import train_gpt as tg
+    tokens = np.arange(sum(lengths))
+    tokens[np.cumsum([0, *lengths[:-1]])] = tg.EOT
+    tg.write_shard(path / "long_train_000001.bin", tokens)
+    return str(path / "long_train_*.bin")
+
+
+def positions_read_in_first_epoch(stream, tokens_per_step):
+    """Walk the stream through its first epoch and name every position of a long_documents shard its batches hold."""
+    import train_gpt as tg
+    read = set()
+    while stream.epoch == 0:  # the step that crosses into epoch 2 reads the shard's start again: counted once
+        for seq in stream.next_step(tokens_per_step).reshape(-1, stream.seq_len + 1).tolist():
+            for i, token in enumerate(seq):  # an EOT is named by its neighbour
+                read.add(token if token != tg.EOT else seq[i + 1] - 1 if i + 1 < len(seq) else seq[i - 1] + 1)
+    return read

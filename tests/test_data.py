@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import train_gpt as tg
+from conftest import long_documents, positions_read_in_first_epoch
 
 
 def make_shards(tmp_path, sizes, seed=0, doc_len=50):
@@ -151,3 +152,31 @@ def test_a_shard_without_document_starts_is_read_straight(tmp_path):
     batch = tg.TokenStream(str(tmp_path / "book_train_*.bin"), 64, 2, align_to_doc=True).next_step(256)
     tokens = np.asarray(tg.read_shard(tmp_path / "book_train_000001.bin"))
     assert np.array_equal(batch.reshape(-1, 65)[:, :-1].ravel(), tokens[:256])
+
+
+@pytest.mark.parametrize("align", [True, False])
+def test_the_start_up_report_gives_what_an_epoch_reads(tmp_path, align):
+    """Aligned, a sequence reads 65 tokens from a document start and the rest of a longer document is skipped;
+    straight through, all but the shard's last step's worth is read. The report's count is the walk's."""
+    pattern = long_documents(tmp_path)
+    lines = tg.TokenStream(pattern, 64, 2, align_to_doc=align).first_shard_report(256, run_tokens=256 * 100)
+    read = positions_read_in_first_epoch(tg.TokenStream(pattern, 64, 2, align_to_doc=align), 256)
+    assert lines[0].startswith(f"train data: an epoch reads {len(read):,} of the 14,370 tokens of {pattern[:-5]}")
+    assert f"about {256 * 100 / len(read):.2f} epochs of the 14,370 in 1 shard(s)" in lines[0]
+    assert lines[1].endswith("8 documents in " + pattern.replace("*", "000001") + ", median 1,850 tokens,"
+                             " 90th percentile 3,330, 8 longer than seq_len=64")
+    if align:
+        assert len(read) < 14370 / 2 and lines[2].startswith(f"warning: an epoch skips {1 - len(read) / 14370:.0%}")
+        assert "use --align_to_doc=false, best after re-tokenizing with data/tokenize_shards.py --max_doc_tokens=64" \
+            in lines[2]
+    else:
+        assert len(read) > 0.95 * 14370 and len(lines) == 2  # no warning
+
+
+@pytest.mark.parametrize("preset", ["record", "4090"])
+def test_no_warning_on_fineweb_like_documents_at_the_records_sequence_length(proxy_dir, preset):
+    args = tg.parse_args([f"--preset={preset}"])
+    stream = tg.TokenStream(str(proxy_dir / "wiki_train_*.bin"), args.seq_len, 1, align_to_doc=True)
+    lines = stream.first_shard_report(args.tokens_per_step, run_tokens=1695 * args.tokens_per_step)
+    assert len(lines) == 2 and not any("warning" in line for line in lines), lines
+    assert "0 longer than seq_len" in lines[1] or preset == "4090"

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import train_gpt
+from conftest import long_documents, positions_read_in_first_epoch
 
 SCRIPT = Path(__file__).resolve().parents[1] / "data" / "tokenize_shards.py"
 SHARD_TOKENS, VAL_TOKENS = 32_768, 10_000
@@ -94,6 +95,53 @@ def test_shards_round_trip_exactly_for_any_worker_count(tmp_path, gpt2_encoding)
     one = shard_paths(tmp_path / "w1")
     assert [p.name for p in one] == [p.name for p in paths]
     assert all(a.read_bytes() == b.read_bytes() for a, b in zip(one, paths)), "--workers 1 and 2 differ"
+
+
+def book(b):
+    """Short paragraphs, then (in book 0) a paragraph longer than 64 tokens and a sentence longer than 64."""
+    paragraphs = [f"Book {b}, paragraph {i}: " + "the cat sat on the mat. " * (1 + i % 4) for i in range(40)]
+    if b == 0:
+        paragraphs[10] = " ".join(f"Long paragraph, sentence {k} of it." for k in range(30))
+        paragraphs[20] = "A sentence without end" + "".join(f" then {k}" for k in range(100))
+    return "\n\n".join(paragraphs)
+
+
+def test_long_documents_become_shuffled_pieces_that_an_epoch_reads_whole(tmp_path, gpt2_encoding):
+    """--max_doc_tokens=64: pieces of at most 64 tokens with their EOT, cut at paragraph ends where a paragraph
+    fits, else at sentence ends, else between tokens; together exactly the books' text; shuffled across books by
+    the seed; and read straight through (--align_to_doc=false), an epoch reads all but the last step's worth."""
+    books = [book(b) for b in range(3)]
+    for b, text in enumerate(books):
+        (tmp_path / f"book{b}.txt").write_text(text)
+    inputs = [tmp_path / f"book{b}.txt" for b in range(3)]
+    shards = []
+    for i, (seed, workers) in enumerate([(1, 2), (1, 1), (2, 2)]):
+        code, stderr = run_script(*inputs, "--name", "b", "--out", tmp_path / f"s{i}", "--val_tokens=0",
+                                  "--max_doc_tokens=64", f"--seed={seed}", f"--workers={workers}")
+        assert code == 0, stderr
+        shards.append(tmp_path / f"s{i}" / "b_train_000001.bin")
+    shard = shards[0]
+    assert shard.read_bytes() == shards[1].read_bytes() != shards[2].read_bytes()  # the seed orders them
+    tokens = np.asarray(train_gpt.read_shard(shard))
+    pieces = np.split(tokens, np.flatnonzero(tokens == train_gpt.EOT)[1:])
+    assert all(p[0] == train_gpt.EOT and train_gpt.EOT not in p[1:] and len(p) <= 64 for p in pieces)
+    texts = [gpt2_encoding.decode(p[1:].tolist()) for p in pieces]
+    owner = [next(b for b, text in enumerate(books) if t in text) for t in texts]
+    for b, text in enumerate(books):  # each book's pieces, put back in place, are the book
+        mine = sorted((text.index(t), t) for t, o in zip(texts, owner) if o == b)
+        assert "".join(t for _, t in mine) == text
+    assert sum(a != b for a, b in zip(owner, owner[1:])) > len(pieces) / 3  # books interleave
+    for t in texts:
+        long_paragraph = "Long paragraph" in t or " then " in t
+        assert t.endswith("\n\n") or any(text.endswith(t) for text in books) or long_paragraph, t
+    assert sum("Long paragraph" in t and t.endswith(". ") for t in texts) >= 3  # sentence ends
+    assert sum(" then " in t for t in texts) >= 3  # a sentence of ~200 tokens, cut between tokens
+    twin = long_documents(tmp_path, [len(p) for p in pieces])  # the same documents, a position as each token
+    read = positions_read_in_first_epoch(train_gpt.TokenStream(twin, 64, 2, align_to_doc=False), 256)
+    assert len(read) >= len(tokens) - 257  # all but at most a step's worth at the end
+    report = train_gpt.TokenStream(twin, 64, 2, align_to_doc=False).first_shard_report(256, run_tokens=256)
+    assert report[0].startswith(f"train data: an epoch reads {len(read):,} of the {len(tokens):,} tokens")
+    assert len(train_gpt.TokenStream(twin, 64, 2).first_shard_report(256, 256)) == 2  # aligned: no warning either
 
 
 @pytest.mark.parametrize("val_tokens", [0, 7, 10])

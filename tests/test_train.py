@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import train_gpt as tg
-from conftest import ROOT, TINY, run, step_lines
+from conftest import ROOT, TINY, long_documents, run, step_lines
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +33,35 @@ def test_smoke_run_learns_and_logs_everything(smoke):
                    'hyperparameters: {"train_files"', "parameters: {", "==== source of train_gpt.py ===="):
         assert header in text
     assert (ROOT / "train_gpt.py").read_text() in text  # the full source, verbatim
-    assert re.search(r"^step:60/60 train_loss:\S+ train_time:\d+ms step_avg:\S+ms tokens:61440 tok/s:\d+ mfu:n/a"
-                     r" eta:0m00s$", text, re.M)
+    assert re.search(r"^step:60/60 train_loss:\S+ train_time:\d+ms step_avg:\S+ms tokens:61440 epoch:1 tok/s:\d+"
+                     r" mfu:n/a eta:0m00s$", text, re.M)
     assert re.search(r"^step:60/60 val_loss:\S+ val_bpb:\S+ train_time:\d+ms", text, re.M)
     assert re.search(r"peak memory allocated: \d+ MiB reserved: \d+ MiB\n"
                      r"done: log logs/smoke.txt, checkpoint logs/smoke/final.pt\n$", text)
     assert sorted(p.name for p in (cwd / "logs" / "smoke").iterdir()) == ["final.pt"]  # no temp file left
+
+
+def test_long_documents_report_their_skipped_tokens_and_each_epoch(tmp_path):
+    """A corpus of a few long documents, aligned: the start-up report and its warning in the log, a line at each
+    epoch boundary at the step whose batch starts it, the epoch in the train lines, and compare.py's column."""
+    import compare
+    pattern = long_documents(tmp_path)
+    tg.write_shard(tmp_path / "val.bin", np.arange(2000))
+    run(tmp_path, *TINY, f"--train_files={pattern}", f"--val_files={tmp_path}/val.bin", "--val_tokens=1024",
+        "--num_iterations=12", "--val_loss_every=0", "--run_id=long", "--save_checkpoint=false")
+    text = (tmp_path / "logs/long.txt").read_text()
+    stream, expected = tg.TokenStream(pattern, 128, 2, align_to_doc=True), []  # TINY: 4 x 128 tokens a step
+    report = stream.first_shard_report(512, run_tokens=12 * 512)
+    for step in range(12):
+        epoch = stream.epoch
+        stream.next_step(512)
+        if stream.epoch != epoch:
+            expected.append(f"epoch {stream.epoch + 1} begins at step {step + 1}, after {512 * step} tokens")
+    assert len(expected) >= 3 and len(report) == 3 and all(f"\n{line}\n" in text for line in report)
+    assert re.findall(r"^epoch \d+ begins at step \d+, after \d+ tokens", text, re.M) == expected
+    assert re.search(rf"^step:12/12 train_loss:.* epoch:{stream.epoch + 1} ", text, re.M)
+    header, rule, row = compare.table([compare.parse_log(tmp_path / "logs/long.txt")]).splitlines()
+    assert row.split()[header.split().index("epoch")] == str(stream.epoch + 1)
 
 
 def test_sampling_from_the_smoke_checkpoint(smoke, gpt2_encoding):
@@ -263,7 +286,7 @@ def test_tok_s_after_a_resume_is_the_steps_own(synthetic_data, tiny_checkpoint, 
     _, data_args = synthetic_data
     shutil.copy(tiny_checkpoint / "logs/tiny/step_000002.pt", tmp_path / "tiny.pt")
     run(tmp_path, *data_args, "--resume=tiny.pt", "--train_log_every=1", "--run_id=again")  # its own settings
-    first = re.search(r"^step:3/4 train_loss:\S+ train_time:\S+ step_avg:\S+ tokens:\d+ tok/s:(\d+) mfu:\S+"
+    first = re.search(r"^step:3/4 train_loss:\S+ train_time:\S+ step_avg:\S+ tokens:\d+ epoch:1 tok/s:(\d+) mfu:\S+"
                       r" eta:\d+m\d\ds$", (tmp_path / "logs/again.txt").read_text(), re.M)
     straight = re.findall(r"^step:\d/4 train_loss.* tok/s:(\d+)", (tiny_checkpoint / "logs/tiny.txt").read_text(), re.M)
     assert first and 0.2 < int(first[1]) / np.median([int(t) for t in straight]) < 5
