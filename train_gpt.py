@@ -483,7 +483,7 @@ class TokenStream:
             fix = (f"--align_to_doc=false, best after re-tokenizing with data/tokenize_shards.py --max_doc_tokens="
                    f"{self.seq_len} (long documents split, the pieces shuffled)" if self.align_to_doc else
                    "shards of more tokens")
-            lines.append(f"warning: an epoch skips {1 - fraction:.0%} of {self.files[0]}; to read all of it use {fix}")
+            lines.append(f"warning: an epoch skips {1 - fraction:.1%} of {self.files[0]}; to read all of it use {fix}")
         return lines
 
 

@@ -166,7 +166,7 @@ def test_the_start_up_report_gives_what_an_epoch_reads(tmp_path, align):
     assert lines[1].endswith("8 documents in " + pattern.replace("*", "000001") + ", median 1,850 tokens,"
                              " 90th percentile 3,330, 8 longer than seq_len=64")
     if align:
-        assert len(read) < 14370 / 2 and lines[2].startswith(f"warning: an epoch skips {1 - len(read) / 14370:.0%}")
+        assert len(read) < 14370 / 2 and lines[2].startswith(f"warning: an epoch skips {1 - len(read) / 14370:.1%}")
         assert "use --align_to_doc=false, best after re-tokenizing with data/tokenize_shards.py --max_doc_tokens=64" \
             in lines[2]
     else:

@@ -40,7 +40,8 @@ or a failure in one loses none of the others:
                  unfused: its compile would not fit the 8 minutes)
   record_script  the 2025-08-23 record's own model and optimizers (tools/record_0823.py) on the same batches
                  and windows: its step time beside ours. Last, since on the first lease (an H200) its first step
-                 did not end within 299 s: it prints where that step's time goes
+                 did not end within 299 s: it prints where that step's time goes. Its Newton-Schulz kernels now
+                 run with one of their 30 autotune configurations (record_0823.PINNED; speed only, not its math)
 In a dry-run the values are not real (the null GPU computes garbage; check_finite is off) except mlp_kernel's,
 computed by Triton's interpreter on the CPU, and fp8_head's, computed on the CPU: a wrong kernel fails there too.
 """
