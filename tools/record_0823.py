@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 # Its Newton-Schulz kernels run with one of their 30 triton.autotune configurations (BLOCK_SIZE_M, N, K, stages,
-# warps): otherwise each is compiled (null GPU, 2 cores: its first Muon step 232 s, pinned 13 s) and, on a real GPU,
-# benchmarked for every matrix shape on the first step. Its speed may differ from its own choice; its math not.
+# warps): otherwise each is compiled and, on a real GPU, benchmarked for every matrix shape on the first step (what
+# that cost on the null GPU: README, Measured on a GPU). Its speed may differ from its own choice; its math not.
 PINNED = (128, 128, 64, 3, 8)
 SOURCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "modded-nanogpt_2025-08-23_020630eb.txt"
 
