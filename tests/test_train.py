@@ -225,8 +225,8 @@ def test_bench_script_runs_and_ends_with_the_table(proxy_dir):
         (ROOT / f"logs/bench_{tag}_cpu.txt").unlink(missing_ok=True)
     assert result.returncode == 0, result.stderr[-3000:]
     header, rule, row = result.stdout.strip().splitlines()[-3:]
-    assert header.split()[:4] == ["run", "steps", "tokens", "val_loss"] and row.startswith(f"bench_{tag}_cpu  ")
-    assert row.split()[1] == "4/4"
+    assert header.split()[:5] == ["run", "steps", "tokens", "epoch", "val_loss"]
+    assert row.startswith(f"bench_{tag}_cpu  ") and row.split()[1] == "4/4"
     unknown = subprocess.run(["bash", str(ROOT / "bench.sh")], env=dict(env, BENCH_RUNS="fast"), capture_output=True,
                              text=True)
     assert unknown.returncode == 2 and "unknown run 'fast'" in unknown.stdout
