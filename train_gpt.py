@@ -1567,8 +1567,8 @@ def train(args, argv, checkpoint):
         log(f"resumed{' (auto)' if args.resume == 'auto' else ''} from {checkpoint[0]} at step {step}")
         checkpoint[1].clear()  # the model and optimizers hold copies now: the host memory of the file's goes
     run = Run(args, model, raw_model, muon, adam, stream, val_seqs, token_bytes, log, rank, world_size, device)
-    for line in stream.first_shard_report(tokens_per_step_at(0, args), run.tokens_before[-1]) if rank == 0 else ():
-        log(line)
+    if rank == 0:  # the others' logs are off: no need to walk the shard there
+        log("\n".join(stream.first_shard_report(tokens_per_step_at(0, args), run.tokens_before[-1])))
     stopped = run_loop(run, step, train_time_ms)
     peaks = ((torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()) if device.type == "cuda"
              else [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024] * 2)  # CPU: peak resident memory

@@ -86,7 +86,8 @@ def split(text, limit):
     a longer paragraph by its sentences, a longer sentence cut between tokens. Each part is tokenized on its
     own, so a token may differ from the whole text's where two parts meet."""
     pieces, current = [], []
-    for paragraph in re.split(r"(?<=\n\n)(?=\S)", text):
+    split_at_blank_lines = re.split(r"(\n[ \t\r]*\n\s*)", text)  # paragraph, blank lines, paragraph, ...
+    for paragraph in map("".join, zip(split_at_blank_lines[::2], split_at_blank_lines[1::2] + [""])):
         tokens = encoding.encode_ordinary(paragraph)
         parts = ([tokens] if len(tokens) <= limit else
                  [encoding.encode_ordinary(sentence) for sentence in re.split(r"(?<=[.!?]\s)(?=\S)", paragraph)])
@@ -96,7 +97,7 @@ def split(text, limit):
                 if len(current) + len(chunk) > limit:
                     pieces.append(current)
                     current = []
-                current = current + chunk
+                current += chunk
     return pieces + [current]
 
 

@@ -26,6 +26,10 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.e2e)
         if item.module.__name__ in VGPU_MODULES or "virtual_gpu" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.vgpu)
+        # with pytest-xdist's --dist loadgroup (.ci/run): a module's tests run on one worker, so that its fixtures
+        # are made once, and the two tests that share record_compile_cache on the same one
+        shared = "record_compile_cache" in getattr(item, "fixturenames", ())
+        item.add_marker(pytest.mark.xdist_group("record_compile_cache" if shared else item.module.__name__))
 if (SHARED / "tiktoken_cache").is_dir():
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken_cache"))
 
