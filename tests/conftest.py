@@ -21,6 +21,9 @@ VGPU_MODULES = {"test_virtual_gpu"}  # and any test that takes the virtual_gpu f
 
 
 def pytest_collection_modifyitems(items):
+    # the two record_compile_cache tests, the longest pair, first: with --dist loadgroup one worker starts on them
+    # while the other takes the rest (their order kept: the second finds the first's kernels)
+    items.sort(key=lambda item: "record_compile_cache" not in getattr(item, "fixturenames", ()))
     for item in items:
         if item.module.__name__ in E2E_MODULES:
             item.add_marker(pytest.mark.e2e)

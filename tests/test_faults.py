@@ -60,7 +60,7 @@ def workers(run_id):
 COMMON = [*TINY, "--num_iterations=24", "--val_loss_every=0", "--train_log_every=1"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not module: under pytest-xdist a worker may run another module's tests between
 def straight(synthetic_data, tmp_path_factory):  # noqa: F811
     """The uninterrupted run every interrupted one must match: -> (cwd, data arguments)."""
     _, data_args = synthetic_data

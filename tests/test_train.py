@@ -15,7 +15,7 @@ import train_gpt as tg
 from conftest import ROOT, TINY, long_documents, run, step_lines
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not module: under pytest-xdist a worker may run another module's tests between
 def smoke(proxy_dir, tmp_path_factory):
     """Issue 5's smoke run: the cpu preset for 60 steps on real text. -> (cwd, log path)."""
     cwd = tmp_path_factory.mktemp("smoke")
@@ -232,7 +232,7 @@ def test_bench_script_runs_and_ends_with_the_table(proxy_dir):
     assert unknown.returncode == 2 and "unknown run 'fast'" in unknown.stdout
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # as smoke
 def tiny_checkpoint(synthetic_data, tmp_path_factory):
     """A 4-step run of the tiny model with checkpoints at 2 and 4: -> its folder (cwd) and run_id."""
     _, data_args = synthetic_data
