@@ -186,6 +186,13 @@ def test_unsupported_extension_and_missing_input_are_errors(tmp_path, gpt2_encod
         returncode, stderr = run_script(path, "--name", "x", "--out", tmp_path / "out")
         assert returncode != 0 and "Traceback" not in stderr
         assert str(path) in stderr and message in stderr
+    (tmp_path / "a.txt").write_text("text")
+    for bad in ("-5", "1"):
+        returncode, stderr = run_script(tmp_path / "a.txt", "--name", "x", "--out", tmp_path / "out",
+                                        f"--max_doc_tokens={bad}")
+        assert returncode == 2 and stderr.strip().splitlines()[-1].endswith(
+            f"--max_doc_tokens={bad}: must be 0 (off) or at least 2 (EOT and a token)")
+    assert not (tmp_path / "out").exists()  # nothing written
 
 
 def test_refuses_to_mix_with_old_shards(tmp_path):
