@@ -185,8 +185,8 @@ def table(runs, reference=False):
     body = []
     for s in map(summarize, runs):
         body.append([s["run"], f"{s['last_step']}/{s['total_steps']}", human(s["tokens"]), fmt(s["epoch"], "d"),
-                     fmt(s["val_loss"], ".4f"),
-                     fmt(s["val_bpb"], ".4f"), fmt(s["train_time_s"], ".1f"), fmt(s["step_avg_ms"], ".1f"),
+                     fmt(s["val_loss"], ".4f"), fmt(s["val_bpb"], ".4f"), fmt(s["train_time_s"], ".1f"),
+                     fmt(s["step_avg_ms"], ".1f"),
                      fmt(s["tok_s"], ",.0f"), fmt(s["mfu"], ".1f"), fmt(s["compile_s"], ".1f"),
                      fmt(s["peak_mem"], "d")] + [fmt(s["delta_record"], "+.4f")] * reference)
     widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]

@@ -21,9 +21,10 @@ VGPU_MODULES = {"test_virtual_gpu"}  # and any test that takes the virtual_gpu f
 
 
 def pytest_collection_modifyitems(items):
+    shares_cache = lambda item: "record_compile_cache" in getattr(item, "fixturenames", ())
     # the two record_compile_cache tests, the longest pair, first: with --dist loadgroup one worker starts on them
     # while the other takes the rest (their order kept: the second finds the first's kernels)
-    items.sort(key=lambda item: "record_compile_cache" not in getattr(item, "fixturenames", ()))
+    items.sort(key=lambda item: not shares_cache(item))
     for item in items:
         if item.module.__name__ in E2E_MODULES:
             item.add_marker(pytest.mark.e2e)
@@ -31,8 +32,7 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.vgpu)
         # with pytest-xdist's --dist loadgroup (.ci/run): a module's tests run on one worker, so that its fixtures
         # are made once, and the two tests that share record_compile_cache on the same one
-        shared = "record_compile_cache" in getattr(item, "fixturenames", ())
-        item.add_marker(pytest.mark.xdist_group("record_compile_cache" if shared else item.module.__name__))
+        item.add_marker(pytest.mark.xdist_group("record_compile_cache" if shares_cache(item) else item.module.__name__))
 if (SHARED / "tiktoken_cache").is_dir():
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken_cache"))
 

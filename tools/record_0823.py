@@ -109,8 +109,8 @@ def load(cpu, source=SOURCE):
     namespace = module.__dict__
     exec(compile(definitions + "\n".join(schedules), str(source), "exec"), namespace)
     namespace["dist"] = OneProcess()
+    size = lambda c: (*(c.kwargs[f"BLOCK_SIZE_{d}"] for d in "MNK"), c.num_stages, c.num_warps)
     for kernel in [value for value in namespace.values() if type(value).__name__ == "Autotuner"]:  # CUDA only
-        size = lambda c: (*(c.kwargs[f"BLOCK_SIZE_{d}"] for d in "MNK"), c.num_stages, c.num_warps)
         kernel.configs = [c for c in kernel.configs if size(c) == PINNED]
         assert len(kernel.configs) == 1, f"{PINNED} is not one of its autotune configurations"
     if cpu:
