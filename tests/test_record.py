@@ -1,6 +1,6 @@
 """--preset=record against the record's own code: modded-nanogpt's train_gpt.py of 2025-08-23, as its log in
-../shared/reference carries it, executed here on CPU by tools/record_0823.py with its CUDA-only pieces swapped
-for CPU equivalents (dense masks for FlexAttention, an fp32 Newton-Schulz for its Triton kernels, the fp32
+../shared/reference carries it, executed here on CPU by tools/record.py with its CUDA-only pieces swapped
+for CPU equivalents (dense masks for FlexAttention, matmuls for its Newton-Schulz kernels, in fp32, the fp32
 lm_head for the FP8 op, one process for its collectives). Skipped without ../shared."""
 import sys
 
@@ -12,18 +12,23 @@ import train_gpt as tg
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "tools"))
-import record_0823  # noqa: E402
+import record as records  # noqa: E402
 
 WIDTH, HEADS, T = 256, 2, 384  # 2 heads of 128 (the record's head_dim), 3 attention blocks
 
 
-@pytest.fixture(scope="session")
-def record():
-    """The record's definitions and schedules on CPU, loaded once per session (its custom ops register once)."""
-    namespace = record_0823.load(cpu=True)
+def loaded(date):
+    """A record's definitions and schedules on CPU; loaded once per session by the fixtures (its custom ops
+    register once)."""
+    namespace = records.load(date, cpu=True)
     if namespace is None:
         pytest.skip("../shared/reference is absent (clone-only checkout)")
     return namespace
+
+
+@pytest.fixture(scope="session")
+def record():
+    return loaded("2025-08-23")
 
 
 def ours(*overrides):
@@ -110,7 +115,7 @@ def test_same_weights_after_optimizer_steps_with_the_schedules(record):
     theirs, mine = paired_models(record, seed=1)
     args = ours("--num_iterations=6")
     record["args"].num_iterations = 6
-    their_step = record_0823.trainer(record, theirs)  # its optimizers and loop body, as in its script
+    their_step = records.trainer(record, theirs)  # its optimizers and loop body, as in its script
     my_muon, my_adam = tg.build_optimizers(mine, args)
     for step in range(6):
         tokens = sequence(10 + step)
@@ -133,7 +138,7 @@ def test_window_schedule_and_block_masks_are_the_records(record):
     docs = tg.document_ids(tokens[None, :-1])
     for blocks in (0, 1, 2, 3, 4):  # the record's short window is long // 2, 0 at the start
         their_mask = theirs.create_blockmasks(tokens[:-1], torch.tensor(blocks))[0]
-        dense = record_0823.dense_flex_attention(torch.zeros(1, 1, T, 1), torch.zeros(1, 1, T, 1),
+        dense = records.dense_flex_attention(torch.zeros(1, 1, T, 1), torch.zeros(1, 1, T, 1),
                                                  torch.eye(T)[None, None],
                                      their_mask, 1.0) != 0
         assert torch.equal(dense[0, 0], tg.dense_mask(docs, torch.tensor(max(blocks, 1)))[0, 0]), blocks
@@ -170,3 +175,57 @@ def test_parameter_count_is_the_records(record):
     # attention there), plus padding to a multiple of its world size (0 here)
     assert sum(p.numel() for p in theirs.parameters()) == tg.parameter_counts(mine)["total"] + 6 + 2
     assert tg.parameter_counts(mine)["total"] == 275_743_564
+
+
+# -----------------------------------------------------------------------------
+# The 2025-12-31 record on CPU (issue 22's oracle; the preset that follows its math is still to come)
+
+
+@pytest.fixture(scope="session")
+def record_1231():
+    return loaded("2025-12-31")
+
+
+def test_the_varlen_stand_in_attends_as_flash_attention_does():
+    """tools/record.py's flash_attn_varlen_func against one softmax per query over the keys FlashAttention-3's
+    varlen call lets it see: its own document (cu_seqlens, padded at the end with T as the record's loader pads
+    them), causal, at most window_size[0] tokens back."""
+    gen = torch.Generator().manual_seed(0)
+    T, H, d, window = 96, 2, 8, 5
+    q, k, v = (torch.randn(T, H, d, generator=gen) for _ in range(3))
+    cu_seqlens = torch.tensor([0, 7, 40, 41, 90, T, T, T], dtype=torch.int32)
+    y = records.varlen_attention(q, k, v, cu_seqlens, cu_seqlens, 2048, 2048, causal=True, softmax_scale=0.3,
+                                 window_size=(window, 0))
+    for i in range(T):
+        start = max(int(cu_seqlens[cu_seqlens <= i].max()), i - window)
+        weights = torch.softmax(0.3 * torch.einsum("hd,khd->hk", q[i], k[start:i + 1]), dim=-1)  # (H, keys)
+        assert torch.allclose(y[i], torch.einsum("hk,khd->hd", weights, v[start:i + 1]), atol=1e-6), i
+
+
+def test_the_2025_12_31_record_trains_on_cpu_with_its_own_optimizers_and_loader(record_1231, proxy_dir):
+    """Its model (shrunk to 2 heads of 64), its TrainingManager (NorMuon every step, its two DistAdams on odd
+    steps only) and its loader (documents cut at 2048 tokens) for two steps, as its main loop runs them, through
+    the harness's one-process collectives: Muon's matrices move a little on step 0 and nothing of Adam's does;
+    on step 1 the embeddings move too."""
+    r = record_1231
+    torch.manual_seed(0)
+    model = r["GPT"](vocab_size=50257, num_layers=11, num_heads=2, head_dim=64, model_dim=128, max_seq_len=2048)
+    manager = r["TrainingManager"](model)
+    loader = r["distributed_data_generator"](f"{proxy_dir}/wiki_train_*.bin", 2 * 1024, 2048, grad_accum_steps=2)
+    muon = [p for group in manager.muon_opt.param_groups for p in group["params"]]
+    adam = [p for group in manager.adam_opt.param_groups for p in group["params"]]
+    for step in range(2):
+        before = [p.detach().clone() for p in muon + adam]
+        manager.advance_schedule(step)
+        for micro in range(2):
+            if micro == 1:
+                manager.activate_hooks(step)
+            inputs, targets, cum_seqlens = loader.send(manager.train_loader_send_args)
+            loss = model(inputs, targets, cum_seqlens, manager.get_forward_args()) / 2
+            assert torch.isfinite(loss)
+            loss.backward()
+        manager.step_optimizers(step)
+        moved = [(p.detach() - b).square().mean().sqrt().item() for p, b in zip(muon + adam, before)]  # RMS
+        assert all(0 < m < 0.2 for m in moved[:len(muon)]), moved[:len(muon)]  # every matrix, by a small step
+        embed_moved = moved[len(muon):]
+        assert (max(embed_moved) == 0) if step == 0 else (max(embed_moved) > 0), (step, embed_moved)

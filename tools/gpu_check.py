@@ -38,10 +38,10 @@ or a failure in one loses none of the others:
   unfused        --fused_mlp=false: step time and train loss after the same steps as `record`
   preset_4090    --preset=4090 under --memory_cap_gib=24: fits or not, and its peak (validation skipped, as in
                  unfused: its compile would not fit the 8 minutes)
-  record_script  the 2025-08-23 record's own model and optimizers (tools/record_0823.py) on the same batches
+  record_script  the 2025-08-23 record's own model and optimizers (tools/record.py) on the same batches
                  and windows: its step time beside ours. Last, since on the first lease (an H200) its first step
                  did not end within 299 s: it prints where that step's time goes. Its Newton-Schulz kernels now
-                 run with one of their 30 autotune configurations (record_0823.PINNED; speed only, not its math)
+                 run with one of their 30 autotune configurations (record.PINNED; speed only, not its math)
 In a dry-run the values are not real (the null GPU computes garbage; check_finite is off) except mlp_kernel's,
 computed by Triton's interpreter on the CPU, and fp8_head's, computed on the CPU: a wrong kernel fails there too.
 """
@@ -60,7 +60,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import virtual_gpu  # noqa: E402  (stdlib only at import, as this driver)
 RESULT = "gpu-check: "  # a stage's findings, one JSON line each (merged in order)
-RECORD_FILE = "modded-nanogpt_2025-08-23_020630eb.txt"
 DRY_RUN_SCALE = 6
 TOTAL_LIMIT_S = 480  # one H100, compiles included: 8 of the lease's 15 minutes, the rest for start-up and a margin
 
@@ -499,15 +498,15 @@ def stage_record_script(tg, ctx):
     """The 2025-08-23 record's own model and optimizers on the batches of our `record` stage, at the windows and
     learning rates of our run's steps (its schedule at the same fraction of training), one untimed step first."""
     import torch
-    import record_0823
+    import record as records
     args = tg.parse_args([*TRAIN_RUNS["record"], *ctx["data_args"]])
     stream = tg.TokenStream(args.train_files, args.seq_len, args.micro_batch_seqs, args.seed, args.align_to_doc)
-    source = os.path.join(ctx["data"], "reference", RECORD_FILE)
-    record = record_0823.load(cpu=False, source=source)
+    reference = os.path.join(ctx["data"], "reference")
+    record = records.load("2025-08-23", cpu=False, reference=reference)
     if record is None:
-        raise SystemExit(f"gpu_check: no record source at {source} (copy it from ../shared/reference)")
+        raise SystemExit(f"gpu_check: no record source in {reference} (copy it from ../shared/reference)")
     emit(gpu=torch.cuda.get_device_name(0))
-    step = record_0823.trainer(record, record_0823.cuda_model(record), compile=True)
+    step = records.trainer(record, records.cuda_model(record), compile=True)
     full = record["args"].num_iterations  # its schedule's length: our step s of N is its step s * full // N
     start = time.perf_counter()
     step(full // args.num_iterations, [torch.randint(0, 50257, (args.seq_len + 1,), device="cuda") for _ in range(8)],

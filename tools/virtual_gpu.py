@@ -30,7 +30,7 @@ matmuls (counted by the stand-in) and of train_gpt.py's Triton matmul, the bytes
 write (inductor's estimate per kernel, added up per launch; eager aten kernels are not counted; a matmul's own
 operands are not counted, cuBLAS's or ours, but what our matmul's epilogue adds is), the allocator's peak in the
 step, and a roofline time; for --preset=record also the record 2025-08-23's own model and optimizers
-(tools/record_0823.py) the same way.
+(tools/record.py) the same way.
 The GPUs' attributes (compute capability, SMs, shared memory, memory size) are in tools/vgpu_stub.c with sources.
 """
 import contextlib
@@ -453,17 +453,17 @@ def null_gpu_run(tg, argv, steps):
 
 
 def record_run(steps):
-    """The 2025-08-23 record's own model and optimizers (tools/record_0823.py) on the null GPU, as its script
+    """The 2025-08-23 record's own model and optimizers (tools/record.py) on the null GPU, as its script
     trains them on one GPU (8 micro-batches of a 48K-token sequence a step, its compile settings), for `steps`
     steps after one that compiles. Its data loader is not run: random tokens, which the null GPU never reads."""
     import torch
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import record_0823
-    record = record_0823.load(cpu=False)
+    import record as records
+    record = records.load("2025-08-23", cpu=False)
     if record is None:
         raise SystemExit("virtual_gpu: ../shared/reference is absent: no record to run")
     count_kernel_bytes()
-    step = record_0823.trainer(record, record_0823.cuda_model(record), compile=True)
+    step = records.trainer(record, records.cuda_model(record), compile=True)
     seq_len = record["args"].train_seq_len
     meter, start = StepMeter(), time.perf_counter()
     for index in range(steps + 1):

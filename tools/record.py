@@ -1,0 +1,240 @@
+"""modded-nanogpt's track-1 records, as their logs in ../shared/reference carry their train_gpt.py (MIT): a record's
+definitions (FP8 op, Muon/NorMuon, DistAdam, model, data loader, training manager) and the schedules and
+Hyperparameters of its main part, executed into a namespace, for tests/test_record.py (on CPU, our presets against
+them) and tools/virtual_gpu.py report and tools/gpu_check.py (on a GPU, its costs beside ours). Nothing of them is
+copied into this project.
+
+What differs between records is a row of RECORDS. load(date, cpu=True) swaps their CUDA-only pieces for CPU
+equivalents: the Triton kernels of their Newton-Schulz / Polar Express (each computes one line of the iteration;
+torch.matmul computes the same, and the iteration runs in fp32 instead of bf16), dense masks for FlexAttention
+(2025-08-23), a dense mask over cu_seqlens for FlashAttention-3's varlen call (2025-12-31), eager functions for
+compiled ones. On either device their collectives run as the only process of a group (OneProcess: gloo has no
+futures on its async work, which the records wait on).
+"""
+import ast
+import re
+import sys
+import time
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+TRITON_START = "# Triton kernel for symmetric matrix multiplication"  # both records' banner
+# On a GPU their Newton-Schulz kernels run with one of their 30 triton.autotune configurations (BLOCK_SIZE_M, N, K,
+# stages, warps): otherwise each is compiled and, on a real GPU, benchmarked for every matrix shape on the first
+# step (what that cost on the null GPU: README, Measured on a GPU). Its speed may differ from its own choice; its
+# math not.
+PINNED = (128, 128, 64, 3, 8)
+
+
+@dataclass
+class Record:
+    file: str  # in ../shared/reference
+    triton_end: str  # the first line after its Triton kernels (they start at TRITON_START)
+    kernels: tuple  # the names of its two kernel launchers: (A @ A.T, alpha * A @ A.T + beta * A)
+    main_names: tuple  # what the tests need from its main part (after "# int main"): schedules, Hyperparameters
+    main_globals: dict = field(default_factory=dict)  # what its main sets that its definitions read, at 1 process
+    gathers_in_place: bool = False  # every all-gather's output holds its input already at 1 process
+
+
+RECORDS = {
+    "2025-08-23": Record("modded-nanogpt_2025-08-23_020630eb.txt",
+                         "@torch.compile(dynamic=False, fullgraph=True) # Must use dynamic=False",
+                         ("ns_line_1", "ns_line_2"), ("get_lr", "get_window_size"), gathers_in_place=True),
+    "2025-12-31": Record("modded-nanogpt_2025-12-31_96a77cab.txt", "# Computed for num_iters=5",
+                         ("XXT", "ba_plus_cAA"), ("Hyperparameters",),
+                         dict(rank=0, world_size=1, grad_accum_steps=8)),  # its main: 8 // world_size
+}
+
+
+class OneProcess:
+    """torch.distributed as the only process of a group sees it: every collective leaves this rank's data. Where
+    a record gathers in place, its gathers do nothing (a copy onto itself would be a mutation for its compiled
+    step to trace)."""
+    ReduceOp = torch.distributed.ReduceOp
+
+    def __init__(self, gathers_in_place):
+        self.gathers_in_place = gathers_in_place
+
+    class Done:
+        def get_future(self):
+            future = torch.futures.Future()
+            future.set_result(None)
+            return future
+
+        def wait(self):
+            return True
+
+    get_rank = staticmethod(lambda: 0)
+    get_world_size = staticmethod(lambda: 1)
+    is_initialized = staticmethod(lambda: True)
+
+    def all_reduce(self, tensor, op=None, async_op=False):
+        return self.Done()
+
+    def reduce_scatter(self, out, inputs, op=None, async_op=False):
+        out.copy_(inputs[0])
+        return self.Done()
+
+    def reduce_scatter_tensor(self, out, tensor, op=None, async_op=False):
+        out.copy_(tensor)
+        return self.Done()
+
+    def all_gather(self, outs, tensor, async_op=False):
+        return self.all_gather_into_tensor(outs[0], tensor)
+
+    def all_gather_into_tensor(self, out, tensor, async_op=False):
+        if not self.gathers_in_place:
+            out.copy_(tensor)
+        return self.Done()
+
+
+def dense_flex_attention(q, k, v, block_mask, scale):
+    """What the flex kernel computes: listed 'full' blocks whole, listed partial blocks through mask_mod."""
+    n = q.size(-2) // 128
+    qi, ki = torch.arange(q.size(-2))[:, None], torch.arange(q.size(-2))[None, :]
+
+    def listed(counts, indices):
+        blocks = torch.zeros(n, n, dtype=torch.bool)
+        for row in range(n):
+            blocks[row, indices[0, 0, row, :max(int(counts[0, 0, row]), 0)].long()] = True
+        return blocks.repeat_interleave(128, 0).repeat_interleave(128, 1)
+    mask = listed(block_mask.full_kv_num_blocks, block_mask.full_kv_indices) | (
+        listed(block_mask.kv_num_blocks, block_mask.kv_indices) & block_mask.mask_mod(0, 0, qi, ki))
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+
+
+def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal, softmax_scale,
+                     window_size):
+    """What FlashAttention-3's flash_attn_varlen_func computes for the records' call (q, k, v: (T, H, d), the
+    documents packed, cu_seqlens their boundaries, padded at the end with T; causal): query i sees key j of its
+    own document with i - window_size[0] <= j <= i."""
+    assert causal and torch.equal(cu_seqlens_q, cu_seqlens_k)  # as the records call it
+    pos = torch.arange(q.size(0), device=q.device)
+    doc = torch.searchsorted(cu_seqlens_q.to(pos.dtype), pos, right=True)  # (T,) document of each position
+    i, j = pos[:, None], pos[None, :]
+    mask = (doc[:, None] == doc[None, :]) & (j <= i) & (j >= i - window_size[0])  # (T, T)
+    y = F.scaled_dot_product_attention(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), attn_mask=mask,
+                                       scale=softmax_scale)
+    return y.transpose(0, 1)
+
+
+def flash_attention_hub(name):
+    """Stands in for the `kernels` hub's get_kernel('varunneal/flash-attention-3'), which is not stock PyTorch."""
+    return types.SimpleNamespace(flash_attn_interface=types.SimpleNamespace(flash_attn_varlen_func=varlen_attention))
+
+
+def symmetric_square(A, out):
+    """A @ A.T, what both records' first Newton-Schulz kernel computes."""
+    return torch.matmul(A, A.mT, out=out)
+
+
+def scaled_square_plus(A, alpha, beta, out):
+    """alpha * A @ A.T + beta * A (A symmetric), what both records' second kernel computes."""
+    return (torch.baddbmm if A.ndim == 3 else torch.addmm)(A, A, A.mT, beta=beta, alpha=alpha, out=out)
+
+
+def load(date, cpu, reference=REFERENCE):
+    """The record of `date`: its definitions, the main part's RECORDS names and its globals, as a dict; `args` is
+    its Hyperparameters(). None without its source (../shared/reference, or where tools/gpu_check.py carried it)."""
+    record = RECORDS[date]
+    source = Path(reference) / record.file
+    if not source.exists():
+        return None
+    text = source.read_text()
+    code = text[:text.index("\n=====")]  # the script, then its log
+    name = f"record_{date.replace('-', '_')}"
+    # its lines stay where they are: Triton reads its kernels' source back from the file
+    blank = lambda match: "\n" * match.group().count("\n")
+    code = re.sub(r"torch\.empty\(\s*1,\s*device=[^)]*\)\s*\.backward\(\)", blank, code)  # a CUDA-only workaround
+    code = (code.replace("with open(sys.argv[0]) as f:\n    code = f.read()", "if True:\n    code = ''")  # its log
+            .replace("from kernels import get_kernel", "").replace('"nanogpt::', f'"{name}::')
+            .replace("torch.ops.nanogpt.", f"torch.ops.{name}."))  # its custom ops: a namespace per record
+    if cpu:
+        code = (code.replace('device="cuda"', 'device="cpu"').replace("pin_memory=True", "pin_memory=False")
+                .replace(".cuda(non_blocking=True)", "").replace("X = G.bfloat16()", "X = G.float()")
+                .replace("w.bfloat16() for w in self.", "w.float() for w in self.")  # 12-31's gate banks
+                .replace('os.environ["PYTORCH_ALLOC_CONF"]', "_alloc_conf").replace("dynamo.config.", "_dynamo_"))
+        start, end = code.index(TRITON_START), code.index(record.triton_end)
+        code = code[:start] + "\n" * code[start:end].count("\n") + code[end:]
+        code = re.sub(r"^\s*(@torch\.compile|import triton).*$", "", code, flags=re.M)
+    definitions, main = code.split("# int main", 1)
+    lines = main.splitlines()
+    wanted = [lines[min([node.lineno, *(d.lineno for d in node.decorator_list)]) - 1:node.end_lineno]
+              for node in ast.parse(main).body
+              if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name.startswith(record.main_names)]
+    module = types.ModuleType(name)  # a module dynamo can import by name
+    module.__file__ = str(source)
+    sys.modules[name] = module
+    namespace = module.__dict__
+    device = torch.device("cpu" if cpu else "cuda")
+    namespace.update(get_kernel=flash_attention_hub, device=device, **record.main_globals)
+    exec(compile(definitions + "\n".join(sum(wanted, [])), str(source), "exec"), namespace)
+    namespace["dist"] = OneProcess(record.gathers_in_place)
+    if "args" not in namespace:
+        namespace["args"] = namespace["Hyperparameters"]()
+    size = lambda c: (*(c.kwargs[f"BLOCK_SIZE_{d}"] for d in "MNK"), c.num_stages, c.num_warps)
+    for kernel in [value for value in namespace.values() if type(value).__name__ == "Autotuner"]:  # CUDA only
+        kernel.configs = [c for c in kernel.configs if size(c) == PINNED]
+        assert len(kernel.configs) == 1, f"{PINNED} is not one of its autotune configurations"
+    if cpu:
+        namespace.update(flex_attention=dense_flex_attention, **dict(zip(record.kernels, (symmetric_square,
+                                                                                          scaled_square_plus))))
+    return namespace
+
+
+def cuda_model(record):
+    """The 2025-08-23 record's model on the GPU as its script builds it: bf16 embedding tables."""
+    args = record["args"]
+    model = record["GPT"](vocab_size=50257, num_layers=12, num_heads=6, model_dim=768,
+                          max_seq_len=max(args.train_seq_len, args.val_seq_len)).cuda()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Embedding):
+            module.bfloat16()
+    return model
+
+
+def trainer(record, model, compile=False):
+    """The 2025-08-23 record's optimizers over `model` as its script makes them (its learning rates; compile: its
+    torch.compile(dynamic=False, fullgraph=True) of the model); -> step(index, sequences), one optimizer step of
+    its training loop over its micro-batches (1-D int64 tensors of seq_len + 1 tokens, 8 in its script), returning
+    the summed loss; say(text), if given, hears when each part of the step is done (host time: on a first step,
+    where compiling and autotuning went). For tests/test_record.py, tools/virtual_gpu.py report and
+    tools/gpu_check.py."""
+    hidden = [p for n, p in model.blocks.named_parameters() if p.ndim >= 2 and "embed" not in n]
+    embed = [p for n, p in model.named_parameters() if "embed" in n]
+    scalar = [p for p in model.parameters() if p.ndim < 2]
+    adam = record["DistAdam"](scalar + [model.lm_head.weight] + embed, lr=0.008, betas=(0.8, 0.95), eps=1e-10,
+                              weight_decay=0.0)
+    muon = record["Muon"](hidden, lr=0.05, momentum=0.95, weight_decay=0.0)
+    for opt in (adam, muon):
+        for group in opt.param_groups:
+            group["initial_lr"] = group["lr"]
+    forward = torch.compile(model, dynamic=False, fullgraph=True) if compile else model
+
+    def step(index, sequences, say=None):
+        loss, start = 0, time.perf_counter()
+        for i, seq in enumerate(sequences):  # grad_accum_steps = 8 // world_size
+            micro = forward(seq[:-1].int(), seq[1:], record["get_window_size_blocks"](index))
+            micro.backward()
+            loss = loss + micro.detach()
+            if say:
+                say(f"step {index}: micro-batch {i + 1} forward and backward done at"
+                    f" {time.perf_counter() - start:.0f} s")
+        for opt in (adam, muon):
+            for group in opt.param_groups:
+                group["lr"] = group["initial_lr"] * record["get_lr"](index)
+        for group in muon.param_groups:
+            frac = min(index / 300, 1)
+            group["momentum"] = (1 - frac) * 0.85 + frac * 0.95
+        for opt in (adam, muon):
+            opt.step()
+            if say:
+                say(f"step {index}: {type(opt).__name__} done at {time.perf_counter() - start:.0f} s")
+        model.zero_grad(set_to_none=True)
+        return loss
+    return step
