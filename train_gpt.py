@@ -28,6 +28,7 @@ GPUs. Each trick is one flag; the first group is that record's (on by default), 
     muon_ortho         "polar": Polar Express instead of Newton-Schulz in Muon (record 2025-09-29)
     backout            subtract a learned fraction of the residual after 2/3 of the layers (record 2025-10-04)
     bigram_embed       hashed (previous token, token) table of vocab*N rows added before every block (2026-01-19)
+    max_doc_len        a sequence packs documents, each cut at this many tokens (record 2025-12-31: 2048)
 Attention is FlexAttention on CUDA (causal AND same document AND inside the window), the same mask as a dense
 boolean mask on CPU. Hidden matrices train with Muon, embeddings/head/scalars with Adam.
 """
@@ -86,6 +87,7 @@ class Hyperparameters:
     seq_len: int = 48 * 1024  # tokens per sequence; documents inside are separated by the attention mask
     micro_batch_seqs: int = 1  # sequences per forward pass per process; accumulation makes up the rest
     align_to_doc: bool = True  # start every sequence at a document start (EOT), as record 2025-08-23 does
+    max_doc_len: int = 0  # > 0: a sequence packs documents, each cut at this many tokens (0: one document's start)
     seed: int = 0  # init, and the shard order of every epoch after the first
     # model: GPT-2 124M
     vocab_size: int = 50304  # 50257 padded to a multiple of 128
@@ -269,7 +271,7 @@ def validate(args):
                 "num_layers", "model_dim", "num_heads", "head_dim", "num_iterations", "temperature",
                 "collective_timeout")
     at_least_0 = ("val_loss_every", "checkpoint_every", "keep_checkpoints", "warmup_steps", "profile_steps", "top_k",
-                  "max_new_tokens", "cpu_threads", "memory_cap_gib")
+                  "max_new_tokens", "cpu_threads", "memory_cap_gib", "max_doc_len")
     L = args.num_layers
     checks = [
         *((name, getattr(args, name) > 0, "positive") for name in positive),
@@ -404,13 +406,14 @@ class TokenStream:
     in sorted order, as the records do; later epochs in an order shuffled from the seed. The cursor (epoch,
     shard, position) is the loader's whole state, saved in checkpoints."""
 
-    def __init__(self, pattern, seq_len, micro_batch_seqs, seed=0, align_to_doc=False, rank=0, world_size=1):
+    def __init__(self, pattern, seq_len, micro_batch_seqs, seed=0, align_to_doc=False, rank=0, world_size=1,
+                 max_doc_len=0):
         self.files = sorted(glob.glob(pattern))
         if not self.files:
             raise ShardError(f"no shard matches {pattern!r} (download with `python cached_fineweb10B.py 9`"
                              " or set --train_files)")
         self.seq_len, self.micro_batch_seqs, self.seed = seq_len, micro_batch_seqs, seed
-        self.align_to_doc = align_to_doc
+        self.align_to_doc, self.max_doc_len = align_to_doc or max_doc_len > 0, max_doc_len
         self.rank, self.world_size = rank, world_size
         self.load_state_dict(dict(epoch=0, shard=0, pos=0))
 
@@ -428,24 +431,37 @@ class TokenStream:
         last = self.shard + 1 == len(self.files)
         self.load_state_dict(dict(epoch=self.epoch + last, shard=0 if last else self.shard + 1, pos=0))
 
-    def _sequence_start(self):
-        """Where the next seq_len + 1 tokens (inputs and shifted targets) start: at the cursor, or at the next
-        document start (a shard without any, e.g. one book, is read straight through); None past the shard's end."""
-        start = self.pos
-        if self.align_to_doc and len(self.doc_starts):
-            i = np.searchsorted(self.doc_starts, start)
-            start = self.doc_starts[i] if i < len(self.doc_starts) else len(self.tokens)
-        return start if start + self.seq_len + 1 <= len(self.tokens) else None
+    def _sequence_spans(self):
+        """The next seq_len + 1 tokens (inputs and shifted targets) as [(start, end)] spans of the shard, and the
+        cursor after them; None past the shard's end. One span from the cursor, or from the next document start
+        (a shard without any, e.g. one book, is read straight through); with max_doc_len (record 2025-12-31),
+        documents from the next start on, each cut at max_doc_len tokens, the last one where the tokens are
+        complete, and the cursor at the end of the last: the next sequence starts at the next document."""
+        i = np.searchsorted(self.doc_starts, self.pos) if self.align_to_doc and len(self.doc_starts) else None
+        if i is None or not self.max_doc_len:
+            start = self.pos if i is None else self.doc_starts[i] if i < len(self.doc_starts) else len(self.tokens)
+            end = start + self.seq_len + 1
+            return ([(start, end)], end - 1) if end <= len(self.tokens) else None
+        spans, need, starts = [], self.seq_len + 1, self.doc_starts
+        for j in range(i, len(starts)):
+            end = starts[j + 1] if j + 1 < len(starts) else len(self.tokens)
+            spans.append((starts[j], min(end, starts[j] + self.max_doc_len, starts[j] + need)))
+            need -= spans[-1][1] - starts[j]
+            if not need:
+                return spans, spans[-1][1]
+        return None
 
     def _step_fits(self, tokens_per_step):
-        """Record 2025-08-23: a step whose tokens might not fit (twice over when aligned) starts the next shard."""
-        return self.pos + tokens_per_step * (2 if self.align_to_doc else 1) + 1 < len(self.tokens)
+        """Record 2025-08-23: a step whose tokens might not fit (twice over when aligned) starts the next shard.
+        Record 2025-12-31 (max_doc_len) moves on only when a sequence does not fit."""
+        aligned = 2 if self.align_to_doc and not self.max_doc_len else 1
+        return self.max_doc_len or self.pos + tokens_per_step * aligned + 1 < len(self.tokens)
 
     def _next_sequence(self):
         for _ in range(2 * len(self.files) + 1):
-            if (start := self._sequence_start()) is not None:
-                self.pos = start + self.seq_len
-                return self.tokens[start:start + self.seq_len + 1]
+            if (found := self._sequence_spans()) is not None:
+                spans, self.pos = found
+                return np.concatenate([self.tokens[start:end] for start, end in spans])
             self._next_shard()
         raise ShardError(f"no shard among {self.files[0]}... holds a sequence of {self.seq_len + 1} tokens")
 
@@ -467,22 +483,26 @@ class TokenStream:
         probe.load_state_dict(dict(epoch=0, shard=0, pos=0))
         n, read = len(probe.tokens), np.zeros(len(probe.tokens), dtype=bool)
         for i in itertools.count():  # a step's first sequence checks that the step fits, as next_step does
-            start = probe._sequence_start() if i % per_step or probe._step_fits(tokens_per_step) else None
-            if start is None:
+            found = probe._sequence_spans() if i % per_step or probe._step_fits(tokens_per_step) else None
+            if found is None:
                 break
-            read[start:start + self.seq_len + 1], probe.pos = True, start + self.seq_len
+            for start, end in found[0]:
+                read[start:end] = True
+            probe.pos = found[1]
         lengths = np.diff(np.unique(np.concatenate([[0], np.flatnonzero(probe.tokens == EOT), [n]])))
         fraction, total = read.sum() / n, sum(len(read_shard(f)) for f in self.files)
+        cut = ("max_doc_len", self.max_doc_len) if self.max_doc_len else ("seq_len", self.seq_len)
         lines = [f"train data: an epoch reads {read.sum():,} of the {n:,} tokens of {self.files[0]} ({fraction:.1%},"
-                 f" align_to_doc={self.align_to_doc}); the run trains on {run_tokens:,} tokens, about"
-                 f" {run_tokens / max(fraction * total, 1):.2f} epochs of the {total:,} in {len(self.files)} shard(s)",
+                 f" align_to_doc={self.align_to_doc}, max_doc_len={self.max_doc_len}); the run trains on"
+                 f" {run_tokens:,} tokens, about {run_tokens / max(fraction * total, 1):.2f} epochs of the {total:,}"
+                 f" in {len(self.files)} shard(s)",
                  f"train data: {len(lengths):,} documents in {self.files[0]}, median {np.median(lengths):,.0f} tokens,"
-                 f" 90th percentile {np.percentile(lengths, 90):,.0f}, {(lengths > self.seq_len).sum():,} longer"
-                 f" than seq_len={self.seq_len}"]
+                 f" 90th percentile {np.percentile(lengths, 90):,.0f}, {(lengths > cut[1]).sum():,} longer"
+                 f" than {cut[0]}={cut[1]}"]
         if fraction < 0.5:
-            fix = (f"--align_to_doc=false, best after re-tokenizing with data/tokenize_shards.py --max_doc_tokens="
-                   f"{self.seq_len} (long documents split, the pieces shuffled)" if self.align_to_doc else
-                   "shards of more tokens")
+            fix = (f"--align_to_doc=false{' --max_doc_len=0' * bool(self.max_doc_len)}, best after re-tokenizing"
+                   f" with data/tokenize_shards.py --max_doc_tokens={cut[1]} (long documents split, the pieces"
+                   " shuffled)" if self.align_to_doc else "shards of more tokens")
             lines.append(f"warning: an epoch skips {1 - fraction:.1%} of {self.files[0]}; to read all of it use {fix}")
         return lines
 
@@ -1513,7 +1533,7 @@ def check_start(args, rank, world_size):
     checkpoints go. A failed start leaves no file behind and does not use up the run_id. -> the train stream
     and the val sequences, read once here."""
     stream = TokenStream(args.train_files, args.seq_len, args.micro_batch_seqs, args.seed, args.align_to_doc,
-                         rank, world_size)
+                         rank, world_size, args.max_doc_len)
     val_seqs = load_val_sequences(args.val_files, args.val_tokens, args.val_seq_len)
     for stage_start, tokens in parse_batch_schedule(args):
         grad_accum_steps(tokens, world_size, args.micro_batch_seqs * args.seq_len)

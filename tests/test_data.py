@@ -154,21 +154,25 @@ def test_a_shard_without_document_starts_is_read_straight(tmp_path):
     assert np.array_equal(batch.reshape(-1, 65)[:, :-1].ravel(), tokens[:256])
 
 
-@pytest.mark.parametrize("align", [True, False])
-def test_the_start_up_report_gives_what_an_epoch_reads(tmp_path, align):
+@pytest.mark.parametrize("align, max_doc_len", [(True, 0), (False, 0), (True, 20)])
+def test_the_start_up_report_gives_what_an_epoch_reads(tmp_path, align, max_doc_len):
     """Aligned, a sequence reads 65 tokens from a document start and the rest of a longer document is skipped;
+    packed (max_doc_len=20), a sequence reads the first 20 tokens of each of 3 documents and 5 of a fourth;
     straight through, all but the shard's last step's worth is read. The report's count is the walk's."""
     pattern = long_documents(tmp_path)
-    lines = tg.TokenStream(pattern, 64, 2, align_to_doc=align).first_shard_report(256, run_tokens=256 * 100)
-    read = positions_read_in_first_epoch(tg.TokenStream(pattern, 64, 2, align_to_doc=align), 256)
+    stream = lambda: tg.TokenStream(pattern, 64, 2, align_to_doc=align, max_doc_len=max_doc_len)
+    lines = stream().first_shard_report(256, run_tokens=256 * 100)
+    read = positions_read_in_first_epoch(stream(), 256)
+    assert len(read) == {(True, 0): 8 * 65, (True, 20): 2 * 65}.get((align, max_doc_len), len(read))
     assert lines[0].startswith(f"train data: an epoch reads {len(read):,} of the 14,370 tokens of {pattern[:-5]}")
     assert f"about {256 * 100 / len(read):.2f} epochs of the 14,370 in 1 shard(s)" in lines[0]
+    cut = f"max_doc_len={max_doc_len}" if max_doc_len else "seq_len=64"
     assert lines[1].endswith("8 documents in " + pattern.replace("*", "000001") + ", median 1,850 tokens,"
-                             " 90th percentile 3,330, 8 longer than seq_len=64")
+                             f" 90th percentile 3,330, 8 longer than {cut}")
     if align:
         assert len(read) < 14370 / 2 and lines[2].startswith(f"warning: an epoch skips {1 - len(read) / 14370:.1%}")
-        assert "use --align_to_doc=false, best after re-tokenizing with data/tokenize_shards.py --max_doc_tokens=64" \
-            in lines[2]
+        assert (f"use --align_to_doc=false{' --max_doc_len=0' * bool(max_doc_len)}, best after re-tokenizing with"
+                f" data/tokenize_shards.py --max_doc_tokens={max_doc_len or 64}") in lines[2]
     else:
         assert len(read) > 0.95 * 14370 and len(lines) == 2  # no warning
 

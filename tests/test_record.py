@@ -229,3 +229,31 @@ def test_the_2025_12_31_record_trains_on_cpu_with_its_own_optimizers_and_loader(
         assert all(0 < m < 0.2 for m in moved[:len(muon)]), moved[:len(muon)]  # every matrix, by a small step
         embed_moved = moved[len(muon):]
         assert (max(embed_moved) == 0) if step == 0 else (max(embed_moved) > 0), (step, embed_moved)
+
+
+def test_packed_batches_are_the_2025_12_31_records(record_1231, tmp_path):
+    """--max_doc_len against its loader (BOSFinder): micro-batches packed from document starts, each document cut
+    at max_doc_len (300 here, 2048 in the record), the last one where the tokens are complete, the next micro-batch
+    at the next document; a shard whose documents run out moves to the next. Same inputs and targets, and the
+    document boundaries it hands FlashAttention (cu_seqlens) are where the EOTs of ours are."""
+    rng = np.random.default_rng(1)
+    for i in range(5):
+        lengths = rng.choice([3, 40, 150, 299, 300, 301, 700, 1400], size=40)
+        tokens = rng.integers(0, tg.EOT, lengths.sum())
+        tokens[np.cumsum([0, *lengths[:-1]])] = tg.EOT
+        tg.write_shard(tmp_path / f"r_train_{i:06d}.bin", tokens)
+    pattern, accum, T = str(tmp_path / "r_train_*.bin"), 4, 512
+    theirs = record_1231["distributed_data_generator"](pattern, accum * T, 300, grad_accum_steps=accum)
+    mine = tg.TokenStream(pattern, T, 1, align_to_doc=True, max_doc_len=300)
+    shards_seen, cut = set(), 0
+    for _ in range(12):
+        batch = mine.next_step(accum * T)
+        shards_seen.add(mine.shard)
+        for micro in batch:
+            inputs, targets, cu_seqlens = next(theirs)
+            assert torch.equal(torch.from_numpy(micro[0, :-1]), inputs.long())
+            assert torch.equal(torch.from_numpy(micro[0, 1:]), targets)
+            starts = np.unique(cu_seqlens.numpy())[:-1]  # padded at the end with T
+            assert np.array_equal(np.flatnonzero(micro[0, :-1] == tg.EOT), starts)
+            cut += (np.diff([*starts, T]) == 300).sum()
+    assert len(shards_seen) >= 3 and cut > 10  # the switch happened, twice; documents were cut
