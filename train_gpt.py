@@ -29,6 +29,7 @@ GPUs. Each trick is one flag; the first group is that record's (on by default), 
     backout            subtract a learned fraction of the residual after 2/3 of the layers (record 2025-10-04)
     bigram_embed       hashed (previous token, token) table of vocab*N rows added before every block (2026-01-19)
     max_doc_len        a sequence packs documents, each cut at this many tokens (record 2025-12-31: 2048)
+    softcap_form       "shifted": the asymmetric cap c*sigmoid((z+5)/7.5), with logit_softcap=23 (record 2025-12-31)
 Attention is FlexAttention on CUDA (causal AND same document AND inside the window), the same mask as a dense
 boolean mask on CPU. Hidden matrices train with Muon, embeddings/head/scalars with Adam.
 """
@@ -111,7 +112,7 @@ class Hyperparameters:
     attn_gate: bool = True
     backout: bool = False
     logit_softcap: float = 30.0  # 0 = off; record 2025-08-23: 30*sigmoid(z/7.5)
-    softcap_form: Literal["tanh", "sigmoid"] = "sigmoid"
+    softcap_form: Literal["tanh", "sigmoid", "shifted"] = "sigmoid"  # shifted: c*sigmoid((z+5)/7.5) (2025-12-31)
     fp8_head: Literal["auto", "on", "off"] = "auto"  # auto: on for compute capability >= 8.9
     no_attn_layers: tuple[int, ...] = (7,)  # record 2025-08-23: no attention in layer 7
     no_mlp_layers: tuple[int, ...] = ()
@@ -628,11 +629,17 @@ def build_masks(idx, windows, flex=None):
 # FP8 lm_head
 
 
+SHIFTED_SOFTCAP = (5.0, 7.5)  # record 2025-12-31: 23*sigmoid((l + 5) / 7.5), shift and scale
+
+
 def softcap(logits, c, form):
-    """Soft-capped logits: c*tanh(l/c), or c*sigmoid(l/(c/4)) = c/2*tanh(2l/c) + c/2 (record 2025-08-23:
-    30*sigmoid(l/7.5)); c = 0: uncapped."""
+    """Soft-capped logits: c*tanh(l/c); c*sigmoid(l/(c/4)) = c/2*tanh(2l/c) + c/2 (record 2025-08-23:
+    30*sigmoid(l/7.5)); or "shifted", c*sigmoid((l + 5)/7.5), asymmetric (record 2025-12-31: c = 23); c = 0:
+    uncapped."""
     if c and form == "tanh":
         return c * torch.tanh(logits / c)
+    if c and form == "shifted":
+        return c * torch.sigmoid((logits + SHIFTED_SOFTCAP[0]) / SHIFTED_SOFTCAP[1])
     return c * torch.sigmoid(logits / (c / 4)) if c else logits
 
 
@@ -641,7 +648,8 @@ def softcap_slope(z, c, form):
     if not c:
         return 1
     s = z / c  # in place after this: eager runs hold two (B*T, V) tensors here, not four
-    return s.square_().neg_().add_(1) if form == "tanh" else (1 - s).mul_(s).mul_(4)
+    scale = SHIFTED_SOFTCAP[1] if form == "shifted" else c / 4
+    return s.square_().neg_().add_(1) if form == "tanh" else (1 - s).mul_(s).mul_(c / scale)
 
 
 class FP8HeadLoss(torch.autograd.Function):

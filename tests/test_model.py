@@ -98,7 +98,7 @@ def test_model_on_the_flex_path_equals_the_dense_path(monkeypatch):
     assert dense.std() > 0.1 and (flex - dense).abs().max().item() < 1e-4
 
 
-@pytest.mark.parametrize("c,form", [(30.0, "sigmoid"), (15.0, "tanh"), (0.0, "sigmoid")])
+@pytest.mark.parametrize("c,form", [(30.0, "sigmoid"), (15.0, "tanh"), (23.0, "shifted"), (0.0, "sigmoid")])
 def test_fp8_head_loss_and_gradients_match_fp32_within_tolerance(c, form):
     torch.manual_seed(0)
     B, N, D, V = 2, 256, 128, 512

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import train_gpt as tg
 from conftest import ROOT
@@ -186,6 +187,12 @@ def record_1231():
     return loaded("2025-12-31")
 
 
+def small_1231_model(record_1231):
+    """Its GPT as its script makes it (11 layers), at 2 heads of 64, on CPU in fp32."""
+    return record_1231["GPT"](vocab_size=50257, num_layers=11, num_heads=2, head_dim=64, model_dim=128,
+                              max_seq_len=2048)
+
+
 def test_the_varlen_stand_in_attends_as_flash_attention_does():
     """tools/record.py's flash_attn_varlen_func against one softmax per query over the keys FlashAttention-3's
     varlen call lets it see: its own document (cu_seqlens, padded at the end with T as the record's loader pads
@@ -209,7 +216,7 @@ def test_the_2025_12_31_record_trains_on_cpu_with_its_own_optimizers_and_loader(
     on step 1 the embeddings move too."""
     r = record_1231
     torch.manual_seed(0)
-    model = r["GPT"](vocab_size=50257, num_layers=11, num_heads=2, head_dim=64, model_dim=128, max_seq_len=2048)
+    model = small_1231_model(r)
     manager = r["TrainingManager"](model)
     loader = r["distributed_data_generator"](f"{proxy_dir}/wiki_train_*.bin", 2 * 1024, 2048, grad_accum_steps=2)
     muon = [p for group in manager.muon_opt.param_groups for p in group["params"]]
@@ -257,3 +264,21 @@ def test_packed_batches_are_the_2025_12_31_records(record_1231, tmp_path):
             assert np.array_equal(np.flatnonzero(micro[0, :-1] == tg.EOT), starts)
             cut += (np.diff([*starts, T]) == 300).sum()
     assert len(shards_seen) >= 3 and cut > 10  # the switch happened, twice; documents were cut
+
+
+def test_shifted_softcap_is_the_2025_12_31_records(record_1231):
+    """--softcap_form=shifted --logit_softcap=23 on its lm_head's output gives its validation loss (its head
+    made large enough that the cap bends the logits)."""
+    torch.manual_seed(0)
+    model = small_1231_model(record_1231).eval()
+    with torch.no_grad():
+        model.lm_head.weight.normal_(0, 1.0)
+    logits = {}
+    model.lm_head.register_forward_hook(lambda m, i, o: logits.__setitem__("raw", o))
+    tokens = sequence(4, docs_every=90)
+    schedule = record_1231["ForwardScheduleConfig"](mtp_weights=None, ws_short=1, ws_long=3)
+    cu_seqlens = torch.tensor([*np.flatnonzero(tokens[:-1].numpy() == tg.EOT), T], dtype=torch.int32)
+    their_loss = model(tokens[:-1].int(), tokens[1:], cu_seqlens, schedule)
+    z = tg.softcap(logits["raw"].float().view(T, -1), 23.0, "shifted")
+    assert logits["raw"].std() > 10  # the cap bends: sigmoid((z + 5) / 7.5) is far from linear there
+    assert abs(F.cross_entropy(z, tokens[1:]).item() / their_loss.item() - 1) < 1e-6
