@@ -30,6 +30,7 @@ GPUs. Each trick is one flag; the first group is that record's (on by default), 
     bigram_embed       hashed (previous token, token) table of vocab*N rows added before every block (2026-01-19)
     max_doc_len        a sequence packs documents, each cut at this many tokens (record 2025-12-31: 2048)
     softcap_form       "shifted": the asymmetric cap c*sigmoid((z+5)/7.5), with logit_softcap=23 (record 2025-12-31)
+    window_tokens      a window of W blocks reaches W*128 tokens back from each query, not W whole blocks (2025-12-31)
 Attention is FlexAttention on CUDA (causal AND same document AND inside the window), the same mask as a dense
 boolean mask on CPU. Hidden matrices train with Muon, embeddings/head/scalars with Adam.
 """
@@ -121,6 +122,7 @@ class Hyperparameters:
     window_pattern: str = "LSSSLSSLSSSL"  # record 2025-08-23
     window_blocks_start: int = 1  # long window at step 0 (128 tokens)
     window_blocks_end: int = 14  # long window at the last step (1792 tokens), linear in between
+    window_tokens: bool = False  # a window of W blocks reaches W*128 tokens back from each query, not W whole blocks
     # optimizers: Muon for hidden matrices, Adam for the rest
     muon_lr: float = 0.05  # record 2025-08-23
     muon_momentum: float = 0.95  # record 2025-08-23, warmed up from muon_momentum_start
@@ -552,29 +554,32 @@ def document_ids(idx):
     return (idx == EOT).cumsum(dim=1)
 
 
-def make_mask_mod(docs, window_blocks):
+def make_mask_mod(docs, window_blocks, tokens=False):
     """mask(b, h, q, k) = causal AND same document AND fewer than window_blocks blocks back (block-granular, as
-    record 2025-08-23 counts its windows); window_blocks is a 0-d tensor, so growing it does not recompile."""
+    record 2025-08-23 counts its windows), or with `tokens` at most window_blocks * 128 tokens back (as record
+    2025-12-31's FlashAttention window); window_blocks is a 0-d tensor, so growing it does not recompile."""
     def mask_mod(b, h, q, k):
-        return (k <= q) & (docs[b, q] == docs[b, k]) & (q // BLOCK - k // BLOCK < window_blocks)
+        inside = q - k <= window_blocks * BLOCK if tokens else q // BLOCK - k // BLOCK < window_blocks
+        return (k <= q) & (docs[b, q] == docs[b, k]) & inside
     return mask_mod
 
 
-def dense_mask(docs, window_blocks):
+def dense_mask(docs, window_blocks, tokens=False):
     """The mask function evaluated at every (q, k): (B, 1, T, T) bool for scaled_dot_product_attention."""
     B, T = docs.shape
     pos = torch.arange(T, device=docs.device)
     b = torch.arange(B, device=docs.device)[:, None, None, None]
-    return make_mask_mod(docs, window_blocks)(b, 0, pos[:, None], pos[None, :])
+    return make_mask_mod(docs, window_blocks, tokens)(b, 0, pos[:, None], pos[None, :])
 
 
-def block_mask(docs, window_blocks):
+def block_mask(docs, window_blocks, tokens=False):
     """BlockMask from document ids at 128-token granularity, without evaluating the mask token by token.
 
     A (q-block, k-block) pair is skipped if no token pair passes, 'full' if all do (the kernel then skips the
     mask function) and 'partial' otherwise. Documents are contiguous and windows count whole blocks, so the
     k-blocks a q-block Q sees are one range [Q - n_any + 1, Q] whose full ones are [Q - n_full, Q - 1]; the
-    q-blocks that see a k-block K (for the backward) are likewise [K, K + n_any - 1] and [K + 1, K + n_full].
+    q-blocks that see a k-block K (for the backward) are likewise [K, K + n_any - 1] and [K + 1, K + n_full]. A
+    window of W blocks counted in tokens reaches into one block more than W whole blocks do, partly.
     Counts and index lists are comparisons, sums and aranges: no sort, which inductor would unroll into a
     huge kernel (README: Checking the GPU path)."""
     B, T = docs.shape
@@ -582,9 +587,12 @@ def block_mask(docs, window_blocks):
     blocks = docs.view(B, n, BLOCK)
     first, last = blocks[..., 0], blocks[..., -1]  # (B, n) document of each block's first and last token
     rows, j = torch.arange(n, device=docs.device)[:, None], torch.arange(n, device=docs.device)  # (n, 1), (n,)
-    near = (j <= rows) & (rows - j < window_blocks)  # (n_q, n_k) causal and inside the window
+    reach = window_blocks + 1 if tokens else window_blocks  # k-blocks back that hold a token inside the window
+    near = (j <= rows) & (rows - j < reach)  # (n_q, n_k) causal and inside the window
     any_pass = near & (last[:, None, :] >= first[:, :, None])  # (B, n_q, n_k)
     all_pass = near & (j < rows) & (first[:, None, :] == last[:, :, None])
+    if tokens:  # the block reached only in part is never full
+        all_pass &= rows - j < window_blocks
 
     def ordered(n_any, n_full, partial_start, full_start):
         """Counts (B, n) and list starts (B, n, 1) -> partial and full counts (B, 1, n) and index lists
@@ -597,7 +605,7 @@ def block_mask(docs, window_blocks):
     kv = ordered(n_any, n_full, rows - n_any[..., None], rows - n_full[..., None])
     m_any, m_full = any_pass.sum(-2), all_pass.sum(-2)  # per k-block: partial = K + [K + m_full + 1, K + m_any - 1]
     qs = ordered(m_any, m_full, rows + m_full[..., None], (rows + 1).expand(B, n, 1))
-    return BlockMask((T, T), *kv, *qs, (BLOCK, BLOCK), make_mask_mod(docs, window_blocks))
+    return BlockMask((T, T), *kv, *qs, (BLOCK, BLOCK), make_mask_mod(docs, window_blocks, tokens))
 
 
 @functools.cache
@@ -617,12 +625,13 @@ def attention(q, k, v, mask, scale):
     return y.transpose(1, 2)
 
 
-def build_masks(idx, windows, flex=None):
-    """One mask per distinct window: {"L": mask, "S": mask}; windows = int tensor [long, short] in blocks.
-    BlockMasks for FlexAttention on CUDA (flex=None), dense masks elsewhere."""
+def build_masks(idx, windows, flex=None, tokens=False):
+    """One mask per distinct window: {"L": mask, "S": mask}; windows = int tensor [long, short] in blocks, counted
+    in tokens with `tokens` (window_tokens). BlockMasks for FlexAttention on CUDA (flex=None), dense masks
+    elsewhere."""
     docs = document_ids(idx)
     build = block_mask if (idx.is_cuda if flex is None else flex) else dense_mask
-    return {"L": build(docs, windows[0]), "S": build(docs, windows[1])}
+    return {"L": build(docs, windows[0], tokens), "S": build(docs, windows[1], tokens)}
 
 
 # -----------------------------------------------------------------------------
@@ -966,7 +975,7 @@ class GPT(nn.Module):
 
     def trunk(self, idx, windows):
         args, L = self.args, self.args.num_layers
-        masks = build_masks(idx, windows)
+        masks = build_masks(idx, windows, tokens=args.window_tokens)
         rope = self.rotary(idx.size(1), idx.device)
         x = x0 = self.embed_tokens(idx)
         bigram = self.bigram_embedding(idx) if args.bigram_embed else None
@@ -1260,10 +1269,13 @@ def window_tensor(step, args, device):
 # FLOPs and MFU
 
 
-def mean_keys_per_query(window_blocks, T):
+def mean_keys_per_query(window_blocks, T, tokens=False):
     """Average number of keys a query attends to: its own block up to itself and window_blocks - 1 whole
-    blocks before it (documents ignored)."""
-    head = min(T, window_blocks * BLOCK)  # queries whose window reaches back to position 0
+    blocks before it, or with `tokens` itself and window_blocks * 128 tokens before it (documents ignored)."""
+    if tokens:
+        head = min(T, window_blocks * BLOCK + 1)  # queries whose window reaches back to position 0
+        return (head * (head + 1) / 2 + (T - head) * head) / T
+    head = min(T, window_blocks * BLOCK)
     steady = (T - head) // BLOCK * (BLOCK * (BLOCK + 1) / 2 + (window_blocks - 1) * BLOCK * BLOCK)
     return (head * (head + 1) / 2 + steady) / T
 
@@ -1276,7 +1288,8 @@ def flops_per_token(args, step=None):
     forward = 2 * D * args.vocab_size
     for layer in range(args.num_layers):
         if layer not in args.no_attn_layers:
-            keys = mean_keys_per_query(windows[args.window_pattern[layer % len(args.window_pattern)]], T)
+            keys = mean_keys_per_query(windows[args.window_pattern[layer % len(args.window_pattern)]], T,
+                                       args.window_tokens)
             forward += 2 * D * 4 * H * hd + 2 * 2 * H * hd * keys  # qkv + out projections, QK^T and AV
             forward += 2 * GATE_CHANNELS * H * args.attn_gate
         if layer not in args.no_mlp_layers:

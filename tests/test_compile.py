@@ -46,10 +46,11 @@ def test_training_steps_compile_once_as_windows_rope_and_lr_move(fresh_dynamo):
     assert not counters["graph_break"]
 
 
-def test_the_flex_path_with_its_block_masks_traces_into_one_graph(fresh_dynamo, monkeypatch):
+@pytest.mark.parametrize("window_tokens", [False, True])
+def test_the_flex_path_with_its_block_masks_traces_into_one_graph(fresh_dynamo, monkeypatch, window_tokens):
     """The CUDA path: BlockMasks built inside the compiled forward, then flex_attention. Forward only (CPU
     FlexAttention has no backward), in eval mode as validation runs it."""
-    args = tiny_args("--window_blocks_end=2", "--num_iterations=2")
+    args = tiny_args("--window_blocks_end=2", "--num_iterations=2", f"--window_tokens={window_tokens}")
     raw, model, muon, adam = compiled(args)
     idx = random_batch(args)[0]
     windows = [tg.window_tensor(step, args, torch.device("cpu")) for step in (0, 2)]

@@ -17,29 +17,31 @@ def random_docs(B, T, seed, mean_len):
     return starts.cumsum(dim=1)
 
 
+@pytest.mark.parametrize("tokens", [False, True])
 @pytest.mark.parametrize("window", [1, 2, 3])
-def test_mask_function_equals_brute_force(window):
+def test_mask_function_equals_brute_force(window, tokens):
     docs = random_docs(2, 300, seed=window, mean_len=30)  # 300 tokens: the last block is a partial one
-    dense = tg.dense_mask(docs, torch.tensor(window))[:, 0].tolist()
+    dense = tg.dense_mask(docs, torch.tensor(window), tokens)[:, 0].tolist()
     doc = docs.tolist()
     for b in range(2):
         for q in range(300):
             for k in range(300):
-                expected = k <= q and doc[b][q] == doc[b][k] and q // 128 - k // 128 < window
-                assert dense[b][q][k] == expected
+                inside = q - k <= window * 128 if tokens else q // 128 - k // 128 < window
+                assert dense[b][q][k] == (k <= q and doc[b][q] == doc[b][k] and inside)
 
 
 @pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")  # eager is the reference here
+@pytest.mark.parametrize("tokens", [False, True])
 @pytest.mark.parametrize("window", [1, 2, 3, 40])
 @pytest.mark.parametrize("mean_doc_len", [20, 150, 10_000])
-def test_flex_block_mask_equals_dense_path(window, mean_doc_len):
+def test_flex_block_mask_equals_dense_path(window, mean_doc_len, tokens):
     B, H, T, hd = 2, 2, 384, 16
     gen = torch.Generator().manual_seed(window + mean_doc_len)
     q, k, v = (torch.randn(B, H, T, hd, generator=gen) for _ in range(3))
     docs = random_docs(B, T, seed=window, mean_len=mean_doc_len)
     w = torch.tensor(window)
-    flex = flex_attention(q, k, v, block_mask=tg.block_mask(docs, w), scale=0.12)
-    dense = F.scaled_dot_product_attention(q, k, v, attn_mask=tg.dense_mask(docs, w), scale=0.12)
+    flex = flex_attention(q, k, v, block_mask=tg.block_mask(docs, w, tokens), scale=0.12)
+    dense = F.scaled_dot_product_attention(q, k, v, attn_mask=tg.dense_mask(docs, w, tokens), scale=0.12)
     assert (flex - dense).abs().max().item() < 1e-5
 
 
@@ -53,15 +55,16 @@ def block_sets(counts, indices):
     return listed
 
 
+@pytest.mark.parametrize("tokens", [False, True])
 @pytest.mark.parametrize("window", [1, 2, 3, 8])
 @pytest.mark.parametrize("mean_doc_len", [60, 150, 10_000])
-def test_block_classification_is_exact(window, mean_doc_len):
+def test_block_classification_is_exact(window, mean_doc_len, tokens):
     """The CUDA kernel skips unlisted blocks and does not evaluate the mask on 'full' ones, so both must be
     exact; the CPU reference evaluates the mask everywhere and cannot see such a mistake. The backward walks
     the same blocks from the k side: its lists must be the transpose."""
     docs = random_docs(2, 1024, seed=window + mean_doc_len, mean_len=mean_doc_len)
-    mask = tg.block_mask(docs, torch.tensor(window))
-    token_mask = tg.dense_mask(docs, torch.tensor(window))[:, 0].view(2, 8, 128, 8, 128)
+    mask = tg.block_mask(docs, torch.tensor(window), tokens)
+    token_mask = tg.dense_mask(docs, torch.tensor(window), tokens)[:, 0].view(2, 8, 128, 8, 128)
     block_all, block_any = token_mask.all(dim=(2, 4)), token_mask.any(dim=(2, 4))
     full = block_sets(mask.full_kv_num_blocks, mask.full_kv_indices)
     partial = block_sets(mask.kv_num_blocks, mask.kv_indices)
@@ -215,3 +218,11 @@ def test_window_sizes_follow_the_pattern():
     args = tiny_args("--window_pattern=LSSL", "--num_layers=6")
     model = tg.GPT(args)
     assert [b.window for b in model.blocks] == list("LSSLLS")
+
+
+@pytest.mark.parametrize("tokens", [False, True])
+@pytest.mark.parametrize("window", [1, 3, 8, 20])
+def test_mean_keys_per_query_counts_the_mask(window, tokens):
+    """The attention term of flops_per_token (MFU): keys per query averaged over one document of 1024 tokens."""
+    mask = tg.dense_mask(torch.zeros(1, 1024, dtype=torch.long), torch.tensor(window), tokens)
+    assert tg.mean_keys_per_query(window, 1024, tokens) == pytest.approx(mask.sum().item() / 1024)

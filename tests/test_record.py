@@ -282,3 +282,19 @@ def test_shifted_softcap_is_the_2025_12_31_records(record_1231):
     z = tg.softcap(logits["raw"].float().view(T, -1), 23.0, "shifted")
     assert logits["raw"].std() > 10  # the cap bends: sigmoid((z + 5) / 7.5) is far from linear there
     assert abs(F.cross_entropy(z, tokens[1:]).item() / their_loss.item() - 1) < 1e-6
+
+
+@pytest.mark.parametrize("blocks", [1, 2, 3])
+def test_token_windows_attend_as_the_2025_12_31_records_flash_attention(blocks):
+    """--window_tokens: our dense mask (the same function as the BlockMask on CUDA, tests/test_model.py) gives the
+    attention that FlashAttention-3's varlen call gives in the record (tools/record.py's stand-in, itself
+    checked above): its documents from cu_seqlens, its window (blocks * 128, 0) in tokens."""
+    tokens = sequence(5, docs_every=150)[None, :-1]
+    gen = torch.Generator().manual_seed(blocks)
+    q, k, v = (torch.randn(1, HEADS, T, 16, generator=gen) for _ in range(3))  # (B, H, T, hd)
+    mask = tg.dense_mask(tg.document_ids(tokens), torch.tensor(blocks), tokens=True)
+    ours = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=0.12)[0].transpose(0, 1)  # (T, H, hd)
+    cu_seqlens = torch.tensor([*np.flatnonzero(tokens[0].numpy() == tg.EOT), T], dtype=torch.int32)
+    theirs = records.varlen_attention(*(t[0].transpose(0, 1) for t in (q, k, v)), cu_seqlens, cu_seqlens, T, T,
+                                      causal=True, softmax_scale=0.12, window_size=(blocks * 128, 0))
+    assert len(cu_seqlens) > 3 and torch.allclose(ours, theirs, atol=1e-6)
