@@ -31,6 +31,7 @@ GPUs. Each trick is one flag; the first group is that record's (on by default), 
     max_doc_len        a sequence packs documents, each cut at this many tokens (record 2025-12-31: 2048)
     softcap_form       "shifted": the asymmetric cap c*sigmoid((z+5)/7.5), with logit_softcap=23 (record 2025-12-31)
     window_tokens      a window of W blocks reaches W*128 tokens back from each query, not W whole blocks (2025-12-31)
+    multi_token        each position also predicts the 2nd and 3rd token ahead, weights falling to 0 (2025-12-31)
 Attention is FlexAttention on CUDA (causal AND same document AND inside the window), the same mask as a dense
 boolean mask on CPU. Hidden matrices train with Muon, embeddings/head/scalars with Adam.
 """
@@ -114,6 +115,7 @@ class Hyperparameters:
     backout: bool = False
     logit_softcap: float = 30.0  # 0 = off; record 2025-08-23: 30*sigmoid(z/7.5)
     softcap_form: Literal["tanh", "sigmoid", "shifted"] = "sigmoid"  # shifted: c*sigmoid((z+5)/7.5) (2025-12-31)
+    multi_token: bool = False  # each position also learns the 2nd and 3rd token ahead, weights by mtp_weights()
     fp8_head: Literal["auto", "on", "off"] = "auto"  # auto: on for compute capability >= 8.9
     no_attn_layers: tuple[int, ...] = (7,)  # record 2025-08-23: no attention in layer 7
     no_mlp_layers: tuple[int, ...] = ()
@@ -661,6 +663,21 @@ def softcap_slope(z, c, form):
     return s.square_().neg_().add_(1) if form == "tanh" else (1 - s).mul_(s).mul_(c / scale)
 
 
+def future_targets(targets, weights):
+    """Multi-token prediction (record 2025-12-31, @varunneal): (B, T) targets and K weights -> the next K tokens
+    of each position (B*T, K) and their weights, 0 past a sequence's end (not at documents, as in the record)."""
+    (B, T), K = targets.shape, weights.numel()
+    ids = F.pad(targets, (0, K - 1)).unfold(1, K, 1)  # (B, T, K): token t + k at [b, t, k]
+    inside = torch.arange(T, device=targets.device)[:, None] + torch.arange(K, device=targets.device) < T
+    return ids.reshape(-1, K), (weights * inside).expand(B, T, K).reshape(-1, K)
+
+
+def multi_token_loss(z, targets, weights):
+    """Capped logits z (B*T, V) of each position against the next K tokens, weighted, summed over positions."""
+    ids, weights = future_targets(targets, weights)
+    return (weights * (torch.logsumexp(z, dim=1, keepdim=True) - z.gather(1, ids))).sum()
+
+
 class FP8HeadLoss(torch.autograd.Function):
     """The training loss through the FP8 head: softcapped cross-entropy, summed and divided by B, over x @ w.T
     computed by torch._scaled_mm with x and w in e4m3. The logits' gradient is computed with the loss and kept
@@ -669,7 +686,7 @@ class FP8HeadLoss(torch.autograd.Function):
     the gradient / (1/448/B), since a summed loss's logit gradient is at most 1 (here 1/B)."""
 
     @staticmethod
-    def forward(ctx, x, w, targets, B, c, form):
+    def forward(ctx, x, w, targets, B, c, form, mtp_weights=None):
         x_scale, w_scale, grad_scale = x.size(1) ** 0.5 / 448, 2 ** -9, 1 / 448 / B
         x_f8 = (x / x_scale).to(torch.float8_e4m3fn)
         w_f8 = (w / w_scale).to(torch.float8_e4m3fn)
@@ -678,9 +695,14 @@ class FP8HeadLoss(torch.autograd.Function):
                                   use_fast_accum=True)
         z = softcap(logits.float(), c, form)
         lse = torch.logsumexp(z, dim=1, keepdim=True)
-        loss = (lse.squeeze(1) - z.gather(1, targets[:, None]).squeeze(1)).sum() / B
-        p = (z - lse).exp_()
-        p = torch.where(torch.arange(z.size(1), device=z.device) == targets[:, None], p - 1, p)
+        if mtp_weights is None:
+            loss = (lse.squeeze(1) - z.gather(1, targets[:, None]).squeeze(1)).sum() / B
+            p = (z - lse).exp_()
+            p = torch.where(torch.arange(z.size(1), device=z.device) == targets[:, None], p - 1, p)
+        else:  # each row's gradient: its weights' sum times softmax, minus each weight at its token
+            ids, weights = future_targets(targets.view(B, -1), mtp_weights)
+            loss = (weights * (lse - z.gather(1, ids))).sum() / B
+            p = (z - lse).exp_().mul_(weights.sum(1, keepdim=True)).scatter_add_(1, ids, -weights)
         grad = p.mul_(softcap_slope(z, c, form)).div_(B).to(torch.bfloat16)  # bf16, as the record's op gets it
         grad_f8 = (grad / grad_scale).to(torch.float8_e5m2)
         ctx.save_for_backward(x_f8, w_f8, grad_f8, *scales)
@@ -694,7 +716,7 @@ class FP8HeadLoss(torch.autograd.Function):
                                   out_dtype=torch.bfloat16)
         grad_w = torch._scaled_mm(x_f8.T.contiguous(), grad_f8.T.contiguous().T, scale_a=scale_x, scale_b=scale_g,
                                   out_dtype=torch.float32).T
-        return grad_x, grad_w, None, None, None, None
+        return grad_x, grad_w, None, None, None, None, None
 
 
 def use_fp8_head(setting, device):
@@ -942,6 +964,8 @@ class GPT(nn.Module):
             nn.init.zeros_(self.bigram.weight)
             self.bigram_lambdas = nn.Parameter(torch.full((L,), 0.1))
         self.backout_lambda = nn.Parameter(torch.tensor(0.5)) if args.backout else None  # one-4090 script: 0.5
+        if args.multi_token:  # the weights of the next 3 tokens, set each step by apply_schedules
+            self.register_buffer("mtp_weights", torch.tensor(mtp_weights(0, args)), persistent=False)
         self.use_fp8 = False  # build_model() decides it for the device
 
     def value_embed_index(self, layer):
@@ -1002,13 +1026,16 @@ class GPT(nn.Module):
         args = self.args
         B, T, D = x.shape
         x = x.reshape(-1, D)
+        mtp = self.mtp_weights if args.multi_token else None
         if self.use_fp8 and self.training and targets is not None:  # validation in bf16, as the record evaluates
             return FP8HeadLoss.apply(x, self.lm_head.weight, targets.reshape(-1), B, args.logit_softcap,
-                                     args.softcap_form)
+                                     args.softcap_form, mtp)
         # (rows, V) in fp32; under torch.compile the cast fuses into the loss kernel
         logits = lambda rows: softcap(self.lm_head(rows).float(), args.logit_softcap, args.softcap_form)
         if targets is None:
             return logits(x).view(B, T, -1)
+        if self.training and mtp is not None:
+            return multi_token_loss(logits(x), targets, mtp) / B
         if self.training:
             return F.cross_entropy(logits(x), targets.reshape(-1), reduction="sum") / B
         # validation: the mean per token, VAL_CHUNK tokens at a time, so that a 256K-token val sequence never holds
@@ -1236,6 +1263,15 @@ def window_blocks(step, args):
     return long, max(1, long // 2)
 
 
+def mtp_weights(step, args):
+    """The weights of the next 3 tokens in the loss (record 2025-12-31): [1, 0.5, 0.25 -> 0] over the first third
+    of the run, [1, 0.5 -> 0] over the second, [1] after."""
+    x = step / args.num_iterations
+    if x < 1 / 3:
+        return [1.0, 0.5, 0.25 * (1 - 3 * x)]
+    return [1.0, 0.5 * (2 - 3 * x), 0.0] if x < 2 / 3 else [1.0, 0.0, 0.0]
+
+
 def tokens_per_step_at(step, args):
     return [tokens for start, tokens in parse_batch_schedule(args) if start <= step][-1]
 
@@ -1258,7 +1294,10 @@ def apply_schedules(step, args, model, muon, adam):
         group["momentum"] = muon_momentum(step, args)
     if args.rope_ntk_scaling:
         model.rotary.set_base(rope_base_at(step, args))
-    return window_tensor(step, args, next(model.parameters()).device)
+    device = next(model.parameters()).device
+    if args.multi_token:
+        model.mtp_weights.copy_(to_device(np.array(mtp_weights(step, args), dtype=np.float32), device))
+    return window_tensor(step, args, device)
 
 
 def window_tensor(step, args, device):

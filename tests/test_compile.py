@@ -31,8 +31,10 @@ def compiled(args):
     return raw, torch.compile(raw, backend="aot_eager", dynamic=False, fullgraph=True), muon, adam
 
 
-def test_training_steps_compile_once_as_windows_rope_and_lr_move(fresh_dynamo):
-    args = tiny_args("--rope_ntk_scaling=true", "--window_blocks_end=2", "--num_iterations=4", "--fp8_head=on")
+@pytest.mark.parametrize("multi_token", [False, True])  # its weights move each step too
+def test_training_steps_compile_once_as_windows_rope_and_lr_move(fresh_dynamo, multi_token):
+    args = tiny_args("--rope_ntk_scaling=true", "--window_blocks_end=2", "--num_iterations=4", "--fp8_head=on",
+                     f"--multi_token={multi_token}")
     raw, model, muon, adam = compiled(args)
     raw.use_fp8 = True  # the FP8 autograd.Function is traced too
     windows_seen = []

@@ -298,3 +298,32 @@ def test_token_windows_attend_as_the_2025_12_31_records_flash_attention(blocks):
     theirs = records.varlen_attention(*(t[0].transpose(0, 1) for t in (q, k, v)), cu_seqlens, cu_seqlens, T, T,
                                       causal=True, softmax_scale=0.12, window_size=(blocks * 128, 0))
     assert len(cu_seqlens) > 3 and torch.allclose(ours, theirs, atol=1e-6)
+
+
+def test_multi_token_loss_and_weights_are_the_2025_12_31_records(record_1231):
+    """--multi_token: its training loss (weights [1, 0.5, 0.25] of the next 3 tokens, none past the sequence's
+    end) from its lm_head's output, and its weights at every step of a 90-step schedule (its extension steps,
+    which hold the last weights, aside)."""
+    torch.manual_seed(0)
+    model = small_1231_model(record_1231).train()
+    model.lm_head.use_fp8 = False  # its FP8 op is CUDA's; the loss is what is compared
+    with torch.no_grad():
+        model.lm_head.weight.normal_(0, 1.0)
+    logits = {}
+    model.lm_head.register_forward_hook(lambda m, i, o: logits.__setitem__("raw", o))
+    tokens = sequence(6, docs_every=90)
+    weights = torch.tensor([1.0, 0.5, 0.25])
+    schedule = record_1231["ForwardScheduleConfig"](mtp_weights=weights, ws_short=1, ws_long=3)
+    cu_seqlens = torch.tensor([*np.flatnonzero(tokens[:-1].numpy() == tg.EOT), T], dtype=torch.int32)
+    their_loss = model(tokens[:-1].int(), tokens[1:], cu_seqlens, schedule)
+    z = tg.softcap(logits["raw"].float().view(T, -1), 23.0, "shifted")
+    assert abs(tg.multi_token_loss(z, tokens[None, 1:], weights).item() / their_loss.item() - 1) < 1e-6
+    args, theirs = record_1231["args"], record_1231["TrainingManager"]._build_mtp_schedule
+    saved = args.num_iterations, args.num_scheduled_iterations
+    args.num_iterations = args.num_scheduled_iterations = 90
+    ours = tg.parse_args(["--num_iterations=90"])
+    try:
+        for step, their_weights in enumerate(theirs(None)):
+            assert tg.mtp_weights(step, ours) == pytest.approx([*their_weights.tolist(), 0, 0][:3], abs=1e-7), step
+    finally:
+        args.num_iterations, args.num_scheduled_iterations = saved
