@@ -19,7 +19,8 @@ common=(--val_loss_every=0 --train_log_every=25 --val_tokens=786432 --save_check
 PLAIN=(--rope_fraction=1 --qk_norm=false --attn_scale=0.08838834764831845 --mlp_act=gelu --fused_mlp=false
        --zero_init_out=false --unet_skips=false --x0_skip=false --value_embeds=0 --smear_gate=false --bigram_embed=0
        --attn_gate=false --backout=false --logit_softcap=0 --fp8_head=off --no_attn_layers= --norm_after_embed=false
-       --window_pattern=L --window_blocks_start=8 --window_blocks_end=8 --muon_ortho=ns5)
+       --window_pattern=L --window_blocks_start=8 --window_blocks_end=8 --muon_ortho=ns5 --max_doc_len=0
+       --window_tokens=false --multi_token=false)
 logs=()
 for name in $runs; do
     case $name in

@@ -9,7 +9,8 @@ train_gpt.py: train a GPT-2-class model from scratch on FineWeb as fast as possi
 Any Hyperparameters field can be set as --field=value. The defaults (--preset=record) are exactly the math of
 modded-nanogpt's track-1 record of 2025-08-23 (3.2787 mean val loss at step 1695 on 8xH100), on any number of
 GPUs. Each trick is one flag; the first group is that record's (on by default), the second came in later records
-(off by default; the presets smear, polar, backout, bigram and stack turn them on):
+(off by default; the presets smear, polar, backout, bigram and stack turn them on; those of 2025-12-31 are flags
+until its preset lands):
     rope_fraction      partial RoPE: rotary on this fraction of each head's dims, the rest position-free
     qk_norm            RMS-normalise queries and keys; attention scale is attn_scale
     mlp_act            the 4x MLP's activation: ReLU squared or GELU
@@ -19,7 +20,7 @@ GPUs. Each trick is one flag; the first group is that record's (on by default), 
     x0_skip            each block mixes in the normalised embedding: x = a*x + b*x0, a and b learned per layer
     value_embeds       N extra embedding tables mixed into the values of the first N and last N layers
     attn_gate          per-head sigmoid gate on the attention output, computed from a few input channels
-    logit_softcap      soft-cap on logits, softcap_form c*tanh(z/c) or c*sigmoid(4z/c)
+    logit_softcap      soft-cap on logits, softcap_form c*tanh(z/c), c*sigmoid(4z/c) or c*sigmoid((z+5)/7.5) (12-31)
     fp8_head           lm_head in FP8 through torch._scaled_mm ("auto": on for compute capability >= 8.9)
     no_attn_layers     layers without attention (no_mlp_layers: without MLP)
     window_pattern     sliding-window size per layer: S(hort) or L(ong), tiled over the layers
@@ -29,7 +30,6 @@ GPUs. Each trick is one flag; the first group is that record's (on by default), 
     backout            subtract a learned fraction of the residual after 2/3 of the layers (record 2025-10-04)
     bigram_embed       hashed (previous token, token) table of vocab*N rows added before every block (2026-01-19)
     max_doc_len        a sequence packs documents, each cut at this many tokens (record 2025-12-31: 2048)
-    softcap_form       "shifted": the asymmetric cap c*sigmoid((z+5)/7.5), with logit_softcap=23 (record 2025-12-31)
     window_tokens      a window of W blocks reaches W*128 tokens back from each query, not W whole blocks (2025-12-31)
     multi_token        each position also predicts the 2nd and 3rd token ahead, weights falling to 0 (2025-12-31)
 Attention is FlexAttention on CUDA (causal AND same document AND inside the window), the same mask as a dense
