@@ -699,10 +699,13 @@ class FP8HeadLoss(torch.autograd.Function):
             loss = (lse.squeeze(1) - z.gather(1, targets[:, None]).squeeze(1)).sum() / B
             p = (z - lse).exp_()
             p = torch.where(torch.arange(z.size(1), device=z.device) == targets[:, None], p - 1, p)
-        else:  # each row's gradient: its weights' sum times softmax, minus each weight at its token
-            ids, weights = future_targets(targets.view(B, -1), mtp_weights)
-            loss = (weights * (lse - z.gather(1, ids))).sum() / B
-            p = (z - lse).exp_().mul_(weights.sum(1, keepdim=True)).scatter_add_(1, ids, -weights)
+        else:  # each row's gradient: its weights' sum times softmax, minus each weight at its token; compares,
+            ids, weights = future_targets(targets.view(B, -1), mtp_weights)  # not a scatter: they fuse with the
+            loss = (weights * (lse - z.gather(1, ids))).sum() / B  # rest, no (B*T, V) fp32 tensor is written
+            cols = torch.arange(z.size(1), device=z.device)
+            p = (z - lse).exp_().mul_(weights.sum(1, keepdim=True))
+            for k in range(ids.size(1)):
+                p = p.sub_(torch.where(cols == ids[:, k, None], weights[:, k, None], 0))
         grad = p.mul_(softcap_slope(z, c, form)).div_(B).to(torch.bfloat16)  # bf16, as the record's op gets it
         grad_f8 = (grad / grad_scale).to(torch.float8_e5m2)
         ctx.save_for_backward(x_f8, w_f8, grad_f8, *scales)
