@@ -115,7 +115,7 @@ class Hyperparameters:
     backout: bool = False
     logit_softcap: float = 30.0  # 0 = off; record 2025-08-23: 30*sigmoid(z/7.5)
     softcap_form: Literal["tanh", "sigmoid", "shifted"] = "sigmoid"  # shifted: c*sigmoid((z+5)/7.5) (2025-12-31)
-    multi_token: bool = False  # each position also learns the 2nd and 3rd token ahead, weights by mtp_weights()
+    multi_token: bool = False  # each position also learns the 2nd and 3rd token ahead, weights by mtp_weights_at()
     fp8_head: Literal["auto", "on", "off"] = "auto"  # auto: on for compute capability >= 8.9
     no_attn_layers: tuple[int, ...] = (7,)  # record 2025-08-23: no attention in layer 7
     no_mlp_layers: tuple[int, ...] = ()
@@ -459,8 +459,9 @@ class TokenStream:
     def _step_fits(self, tokens_per_step):
         """Record 2025-08-23: a step whose tokens might not fit (twice over when aligned) starts the next shard.
         Record 2025-12-31 (max_doc_len) moves on only when a sequence does not fit."""
-        aligned = 2 if self.align_to_doc and not self.max_doc_len else 1
-        return self.max_doc_len or self.pos + tokens_per_step * aligned + 1 < len(self.tokens)
+        if self.max_doc_len:
+            return True
+        return self.pos + tokens_per_step * (2 if self.align_to_doc else 1) + 1 < len(self.tokens)
 
     def _next_sequence(self):
         for _ in range(2 * len(self.files) + 1):
@@ -699,9 +700,9 @@ class FP8HeadLoss(torch.autograd.Function):
             loss = (lse.squeeze(1) - z.gather(1, targets[:, None]).squeeze(1)).sum() / B
             p = (z - lse).exp_()
             p = torch.where(torch.arange(z.size(1), device=z.device) == targets[:, None], p - 1, p)
-        else:  # each row's gradient: its weights' sum times softmax, minus each weight at its token; compares,
-            ids, weights = future_targets(targets.view(B, -1), mtp_weights)  # not a scatter: they fuse with the
-            loss = (weights * (lse - z.gather(1, ids))).sum() / B  # rest, no (B*T, V) fp32 tensor is written
+        else:  # a row's gradient: its weights' sum times softmax, minus each weight at its token, by comparison
+            ids, weights = future_targets(targets.view(B, -1), mtp_weights)  # (a scatter would not fuse: it
+            loss = (weights * (lse - z.gather(1, ids))).sum() / B  # writes a (B*T, V) fp32 tensor, 9 GiB at 48K)
             cols = torch.arange(z.size(1), device=z.device)
             p = (z - lse).exp_().mul_(weights.sum(1, keepdim=True))
             for k in range(ids.size(1)):
@@ -968,7 +969,7 @@ class GPT(nn.Module):
             self.bigram_lambdas = nn.Parameter(torch.full((L,), 0.1))
         self.backout_lambda = nn.Parameter(torch.tensor(0.5)) if args.backout else None  # one-4090 script: 0.5
         if args.multi_token:  # the weights of the next 3 tokens, set each step by apply_schedules
-            self.register_buffer("mtp_weights", torch.tensor(mtp_weights(0, args)), persistent=False)
+            self.register_buffer("mtp_weights", torch.tensor(mtp_weights_at(0, args)), persistent=False)
         self.use_fp8 = False  # build_model() decides it for the device
 
     def value_embed_index(self, layer):
@@ -1266,7 +1267,7 @@ def window_blocks(step, args):
     return long, max(1, long // 2)
 
 
-def mtp_weights(step, args):
+def mtp_weights_at(step, args):
     """The weights of the next 3 tokens in the loss (record 2025-12-31): [1, 0.5, 0.25 -> 0] over the first third
     of the run, [1, 0.5 -> 0] over the second, [1] after."""
     x = step / args.num_iterations
@@ -1299,7 +1300,7 @@ def apply_schedules(step, args, model, muon, adam):
         model.rotary.set_base(rope_base_at(step, args))
     device = next(model.parameters()).device
     if args.multi_token:
-        model.mtp_weights.copy_(to_device(np.array(mtp_weights(step, args), dtype=np.float32), device))
+        model.mtp_weights.copy_(to_device(np.array(mtp_weights_at(step, args), dtype=np.float32), device))
     return window_tensor(step, args, device)
 
 

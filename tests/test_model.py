@@ -157,7 +157,8 @@ FLAG_VARIANTS = ["--rope_fraction=1.0", "--rope_fraction=0", "--rope_base=10000"
                  "--logit_softcap=0", "--softcap_form=tanh", "--fp8_head=on", "--no_attn_layers=1",
                  "--no_mlp_layers=2", "--window_pattern=L", "--window_pattern=SSSL", "--norm_after_embed=false",
                  "--muon_ortho=polar", "--muon_row_equilibration=true", "--muon_plus=true", "--normuon=true",
-                 "--muon_weight_decay=0.1", "--cautious_wd=true --muon_weight_decay=0.1", ""]
+                 "--muon_weight_decay=0.1", "--cautious_wd=true --muon_weight_decay=0.1", "--softcap_form=shifted",
+                 "--window_tokens=true", "--multi_token=true", "--multi_token=true --fp8_head=on", ""]
 
 
 @pytest.mark.parametrize("flag", FLAG_VARIANTS)

@@ -324,6 +324,6 @@ def test_multi_token_loss_and_weights_are_the_2025_12_31_records(record_1231):
     ours = tg.parse_args(["--num_iterations=90"])
     try:
         for step, their_weights in enumerate(theirs(None)):
-            assert tg.mtp_weights(step, ours) == pytest.approx([*their_weights.tolist(), 0, 0][:3], abs=1e-7), step
+            assert tg.mtp_weights_at(step, ours) == pytest.approx([*their_weights.tolist(), 0, 0][:3], abs=1e-7), step
     finally:
         args.num_iterations, args.num_scheduled_iterations = saved
