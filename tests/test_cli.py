@@ -38,6 +38,8 @@ def test_preset_then_overrides():
     (["--seq_len=1000"], "--seq_len=1000 must be a multiple of the 128-token attention block"),
     (["--val_tokens=100000"], "--val_tokens=100000 must be a positive multiple of val_seq_len = 262144"),
     (["--profile_steps=-1"], "--profile_steps=-1 must be 0 or more"),
+    (["--max_doc_len=-1"], "--max_doc_len=-1 must be 0 or more"),
+    (["--softcap_form=shift"], "--softcap_form='shift' is not one of tanh, sigmoid, shifted"),
     (["--seq_len=0"], "--seq_len=0 must be positive"), (["--top_k=-1"], "--top_k=-1 must be 0 or more"),
     (["--resume=no/such.pt"], "cannot read checkpoint no/such.pt"),
 ])
