@@ -193,6 +193,26 @@ def small_1231_model(record_1231):
                               max_seq_len=2048)
 
 
+def cu_seqlens_of(tokens):
+    """The document boundaries the record hands FlashAttention for a 1-D sequence of ours: its EOTs, then its end."""
+    return torch.tensor([*np.flatnonzero(tokens.numpy() == tg.EOT), len(tokens)], dtype=torch.int32)
+
+
+def their_loss_and_head_output(record_1231, tokens, mtp_weights=None):
+    """Its model's loss on `tokens` (training, with these MTP weights, or without them in eval mode, as it
+    validates) and its lm_head's output (T, V), the head made large enough that the cap bends the logits."""
+    torch.manual_seed(0)
+    model = small_1231_model(record_1231).train(mtp_weights is not None)
+    model.lm_head.use_fp8 = False  # its FP8 op is CUDA's; the loss is what is compared
+    with torch.no_grad():
+        model.lm_head.weight.normal_(0, 1.0)
+    head = {}
+    model.lm_head.register_forward_hook(lambda m, i, o: head.__setitem__("out", o))
+    schedule = record_1231["ForwardScheduleConfig"](mtp_weights=mtp_weights, ws_short=1, ws_long=3)
+    loss = model(tokens[:-1].int(), tokens[1:], cu_seqlens_of(tokens[:-1]), schedule)
+    return loss, head["out"].float().view(len(tokens) - 1, -1)
+
+
 def test_the_varlen_stand_in_attends_as_flash_attention_does():
     """tools/record.py's flash_attn_varlen_func against one softmax per query over the keys FlashAttention-3's
     varlen call lets it see: its own document (cu_seqlens, padded at the end with T as the record's loader pads
@@ -269,18 +289,10 @@ def test_packed_batches_are_the_2025_12_31_records(record_1231, tmp_path):
 def test_shifted_softcap_is_the_2025_12_31_records(record_1231):
     """--softcap_form=shifted --logit_softcap=23 on its lm_head's output gives its validation loss (its head
     made large enough that the cap bends the logits)."""
-    torch.manual_seed(0)
-    model = small_1231_model(record_1231).eval()
-    with torch.no_grad():
-        model.lm_head.weight.normal_(0, 1.0)
-    logits = {}
-    model.lm_head.register_forward_hook(lambda m, i, o: logits.__setitem__("raw", o))
     tokens = sequence(4, docs_every=90)
-    schedule = record_1231["ForwardScheduleConfig"](mtp_weights=None, ws_short=1, ws_long=3)
-    cu_seqlens = torch.tensor([*np.flatnonzero(tokens[:-1].numpy() == tg.EOT), T], dtype=torch.int32)
-    their_loss = model(tokens[:-1].int(), tokens[1:], cu_seqlens, schedule)
-    z = tg.softcap(logits["raw"].float().view(T, -1), 23.0, "shifted")
-    assert logits["raw"].std() > 10  # the cap bends: sigmoid((z + 5) / 7.5) is far from linear there
+    their_loss, head = their_loss_and_head_output(record_1231, tokens)
+    assert head.std() > 10  # the cap bends: sigmoid((z + 5) / 7.5) is far from linear there
+    z = tg.softcap(head, 23.0, "shifted")
     assert abs(F.cross_entropy(z, tokens[1:]).item() / their_loss.item() - 1) < 1e-6
 
 
@@ -294,7 +306,7 @@ def test_token_windows_attend_as_the_2025_12_31_records_flash_attention(blocks):
     q, k, v = (torch.randn(1, HEADS, T, 16, generator=gen) for _ in range(3))  # (B, H, T, hd)
     mask = tg.dense_mask(tg.document_ids(tokens), torch.tensor(blocks), tokens=True)
     ours = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=0.12)[0].transpose(0, 1)  # (T, H, hd)
-    cu_seqlens = torch.tensor([*np.flatnonzero(tokens[0].numpy() == tg.EOT), T], dtype=torch.int32)
+    cu_seqlens = cu_seqlens_of(tokens[0])
     theirs = records.varlen_attention(*(t[0].transpose(0, 1) for t in (q, k, v)), cu_seqlens, cu_seqlens, T, T,
                                       causal=True, softmax_scale=0.12, window_size=(blocks * 128, 0))
     assert len(cu_seqlens) > 3 and torch.allclose(ours, theirs, atol=1e-6)
@@ -304,19 +316,9 @@ def test_multi_token_loss_and_weights_are_the_2025_12_31_records(record_1231):
     """--multi_token: its training loss (weights [1, 0.5, 0.25] of the next 3 tokens, none past the sequence's
     end) from its lm_head's output, and its weights at every step of a 90-step schedule (its extension steps,
     which hold the last weights, aside)."""
-    torch.manual_seed(0)
-    model = small_1231_model(record_1231).train()
-    model.lm_head.use_fp8 = False  # its FP8 op is CUDA's; the loss is what is compared
-    with torch.no_grad():
-        model.lm_head.weight.normal_(0, 1.0)
-    logits = {}
-    model.lm_head.register_forward_hook(lambda m, i, o: logits.__setitem__("raw", o))
-    tokens = sequence(6, docs_every=90)
-    weights = torch.tensor([1.0, 0.5, 0.25])
-    schedule = record_1231["ForwardScheduleConfig"](mtp_weights=weights, ws_short=1, ws_long=3)
-    cu_seqlens = torch.tensor([*np.flatnonzero(tokens[:-1].numpy() == tg.EOT), T], dtype=torch.int32)
-    their_loss = model(tokens[:-1].int(), tokens[1:], cu_seqlens, schedule)
-    z = tg.softcap(logits["raw"].float().view(T, -1), 23.0, "shifted")
+    tokens, weights = sequence(6, docs_every=90), torch.tensor([1.0, 0.5, 0.25])
+    their_loss, head = their_loss_and_head_output(record_1231, tokens, weights)
+    z = tg.softcap(head, 23.0, "shifted")
     assert abs(tg.multi_token_loss(z, tokens[None, 1:], weights).item() / their_loss.item() - 1) < 1e-6
     args, theirs = record_1231["args"], record_1231["TrainingManager"]._build_mtp_schedule
     saved = args.num_iterations, args.num_scheduled_iterations

@@ -267,8 +267,8 @@ def test_unwritable_log_folders_are_one_line_errors_and_write_nothing(synthetic_
 def test_train_time_counts_every_step_once_with_checkpoints(synthetic_data, tmp_path):
     """Checkpoints and validation stop the clock and it restarts where it stopped. Each save and each validation
     here (the real ones) is followed by a pause_s sleep, so a clock that ran through either would put a step's
-    train_time delta above pause_s; a tiny step took under 2 s even on 2 cores shared by 7 processes. No cross-run
-    timing ratio: that needs the cores to itself."""
+    train_time delta above pause_s; a tiny step takes ~0.55 s alone, 3.8 s on 2 cores shared by 8 processes. No
+    cross-run timing ratio: that needs the cores to itself."""
     _, data_args = synthetic_data
     pause_s = 4.0
     slowed = ("import sys, time, train_gpt as tg\n"

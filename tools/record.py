@@ -66,9 +66,6 @@ class OneProcess:
             future.set_result(None)
             return future
 
-        def wait(self):
-            return True
-
     get_rank = staticmethod(lambda: 0)
     get_world_size = staticmethod(lambda: 1)
     is_initialized = staticmethod(lambda: True)
