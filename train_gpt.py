@@ -32,6 +32,12 @@ until its preset lands):
     max_doc_len        a sequence packs documents, each cut at this many tokens (record 2025-12-31: 2048)
     window_tokens      a window of W blocks reaches W*128 tokens back from each query, not W whole blocks (2025-12-31)
     multi_token        each position also predicts the 2nd and 3rd token ahead, weights falling to 0 (2025-12-31)
+    ve_gate            value embeddings enter through a sigmoid gate per head instead of lambdas (2025-12-31)
+    sa_lambdas         a learned scalar on each layer's QKV weights and one on its output weights (2025-12-31)
+    gated_skip         one skip connection (layer 3 -> 6) gated from the embedding, for the U-Net's (2025-12-31)
+    key_offset         long-window layers' keys carry the previous token in their position-free dims (2025-12-31)
+    yarn               YaRN: RoPE frequencies and the attention scale follow each growth of the window (2025-12-31)
+    tied_embed_until   the embedding is lm_head's weight, untied into a copy at 2/3 of the run (2025-12-31)
 Attention is FlexAttention on CUDA (causal AND same document AND inside the window), the same mask as a dense
 boolean mask on CPU. Hidden matrices train with Muon, embeddings/head/scalars with Adam.
 """
@@ -109,9 +115,18 @@ class Hyperparameters:
     unet_skips: bool = True
     x0_skip: bool = True
     value_embeds: int = 3  # record 2025-08-23: 3 tables on layers 0-2 and 9-11
+    value_embed_layout: str = ""  # the table each layer reads, "." for none ("12......012": 2025-12-31); "" = U-Net
+    ve_gate: bool = False  # value tables start at 0 and enter v through a gate 2*sigmoid(W x[:12]) per head, no lambdas
     smear_gate: bool = False
     bigram_embed: int = 0  # rows = vocab * this; 0 = off (record 2026-01-19: 5)
     attn_gate: bool = True
+    sa_lambdas: bool = False  # learned scalars on each layer's QKV and output weights, 0.5 and 1 at the start
+    resid_lambda_init: float = 1.0  # x0_skip's weight on x at the start (record 2025-12-31: 1.1); on x0: 0
+    qkv_init: float = 0.5  # Q, K, V weights start uniform with std qkv_init / sqrt(model_dim) (2025-12-31: 1)
+    gated_skip: tuple[int, ...] = ()  # (i, j): layer i's output joins before layer j through a gate on x0 (2025-12-31)
+    key_offset: bool = False  # long-window layers: keys' position-free dims are the previous token's (2025-12-31)
+    yarn: bool = False  # YaRN: each time the long window grows, RoPE's frequencies and attention's scale follow
+    tied_embed_until: float = 0  # > 0: the embedding is lm_head's weight until this fraction of the run, then a copy
     backout: bool = False
     logit_softcap: float = 30.0  # 0 = off; record 2025-08-23: 30*sigmoid(z/7.5)
     softcap_form: Literal["tanh", "sigmoid", "shifted"] = "sigmoid"  # shifted: c*sigmoid((z+5)/7.5) (2025-12-31)
@@ -287,6 +302,13 @@ def validate(args):
         ("no_mlp_layers", all(0 <= i < L for i in args.no_mlp_layers), f"layer indices in 0..{L - 1}"),
         ("value_embeds", 0 <= 2 * args.value_embeds <= L, f"between 0 and num_layers/2 = {L // 2}"),
         ("rope_fraction", 0 <= args.rope_fraction <= 1, "between 0 and 1"),
+        ("value_embed_layout", not args.value_embed_layout or len(args.value_embed_layout) == L and set(
+            args.value_embed_layout) <= set("." + "0123456789"[:args.value_embeds]),
+         f"empty or a character per layer ({L}): a table index below value_embeds or '.'"),
+        ("gated_skip", args.gated_skip == () or len(args.gated_skip) == 2 and 0 <= args.gated_skip[0]
+         < args.gated_skip[1] < L, f"empty or two layers i < j in 0..{L - 1}"),
+        ("yarn", not (args.yarn and args.rope_ntk_scaling), "false with --rope_ntk_scaling (one or the other)"),
+        ("tied_embed_until", 0 <= args.tied_embed_until <= 1, "between 0 and 1"),
         *((name, getattr(args, name) in typing.get_args(kind), f"one of {', '.join(typing.get_args(kind))}")
           for name, kind in typing.get_type_hints(Hyperparameters).items() if typing.get_origin(kind) is Literal),
         ("window_blocks_start", 1 <= args.window_blocks_start, "at least 1"),
@@ -831,9 +853,9 @@ def norm(x):
     return F.rms_norm(x, (x.size(-1),))  # no learned gain
 
 
-def init_weight(weight, fan_in, zero_init=False):
-    """Uniform with std 0.5/sqrt(fan_in) (modded-nanogpt's CastedLinear), or zeros."""
-    bound = 0.5 * (3 / fan_in) ** 0.5
+def init_weight(weight, fan_in, zero_init=False, gain=0.5):
+    """Uniform with std gain/sqrt(fan_in) (0.5: modded-nanogpt's CastedLinear), or zeros."""
+    bound = gain * (3 / fan_in) ** 0.5
     return nn.init.zeros_(weight) if zero_init else nn.init.uniform_(weight, -bound, bound)
 
 
@@ -848,19 +870,23 @@ class Rotary(nn.Module):
     rope_fraction of the pairs turn at frequencies from 1 down to 1/rope_base (log-spaced, both ends included),
     the other pairs do not turn and carry no position."""
 
-    def __init__(self, head_dim, fraction, base):
+    def __init__(self, head_dim, fraction, base, yarn=False):
         super().__init__()
-        self.turning = round(head_dim // 2 * fraction)
-        self.register_buffer("inv_freq", torch.zeros(head_dim // 2), persistent=False)
-        self.set_base(base)
-
-    def set_base(self, base):
-        steps = torch.linspace(0, 1, self.turning, dtype=torch.float32, device=self.inv_freq.device)
-        self.inv_freq[:self.turning] = (1 / base) ** steps
+        self.yarn, self.window = yarn, None  # window: the long window the frequencies were set for
+        self.register_buffer("inv_freq", rope_frequencies(head_dim, fraction, base), persistent=False)
+        # YaRN (record 2025-12-31): q's gain, the attention scale's growth since the start; cos and sin in bf16
+        self.register_buffer("q_gain", torch.ones(()), persistent=False)
 
     def forward(self, T, device):
         angles = torch.outer(torch.arange(T, device=device, dtype=torch.float32), self.inv_freq)
-        return angles.cos()[None, :, None, :], angles.sin()[None, :, None, :]  # (1, T, 1, head_dim/2)
+        cos, sin = angles.cos()[None, :, None, :], angles.sin()[None, :, None, :]  # (1, T, 1, head_dim/2)
+        return (cos.bfloat16(), sin.bfloat16()) if self.yarn else (cos, sin)
+
+
+def rope_frequencies(head_dim, fraction, base):
+    """(head_dim/2,) fp32: round(fraction * head_dim/2) frequencies from 1 down to 1/base, log-spaced, then zeros."""
+    turning = round(head_dim // 2 * fraction)
+    return torch.cat([(1 / base) ** torch.linspace(0, 1, turning), torch.zeros(head_dim // 2 - turning)])
 
 
 def apply_rotary(x, cos, sin):
@@ -871,33 +897,55 @@ def apply_rotary(x, cos, sin):
 GATE_CHANNELS = 12  # attention and smear gates read the first 12 channels (record 2025-08-23, one-4090 script)
 
 
+def offset_keys(k):
+    """k (B, T, H, hd) with the position-free half of each RoPE pair half (dims hd/4..hd/2 and 3hd/4..hd) taken
+    from the previous position: a query can then find the token after an earlier copy of its own (record 2025-12-31)."""
+    hd = k.size(-1)
+    free = (torch.arange(hd, device=k.device) % (hd // 2)) >= hd // 4
+    return torch.where(free, torch.cat([k[:, :1], k[:, :-1]], dim=1), k)
+
+
 class Attention(nn.Module):
-    def __init__(self, args):
+    def __init__(self, args, value_embed):
         super().__init__()
         self.args, self.H, self.hd = args, args.num_heads, args.head_dim
         # Q, K and V as one (3, H*hd, D) weight: one matmul forward, and Muon orthogonalises each of the three
         # on its own (record 2025-08-23)
-        self.qkv = nn.Parameter(init_weight(torch.empty(3, self.H * self.hd, args.model_dim), args.model_dim))
+        self.qkv = nn.Parameter(init_weight(torch.empty(3, self.H * self.hd, args.model_dim), args.model_dim,
+                                            gain=args.qkv_init))
         self.proj = linear(self.H * self.hd, args.model_dim, zero_init=args.zero_init_out)
-        # v = a*v + b*value_embed in every layer, b unused where no table feeds the layer (record 2025-08-23)
-        self.value_lambdas = nn.Parameter(torch.tensor([0.5, 0.5])) if args.value_embeds else None
+        # v = a*v + b*value_embed in every layer, b unused where no table feeds the layer (record 2025-08-23), or
+        # v + 2*sigmoid(gate)*value_embed where one does (record 2025-12-31)
+        self.value_lambdas = nn.Parameter(torch.tensor([0.5, 0.5])) if args.value_embeds and not args.ve_gate else None
+        self.ve_gate = linear(GATE_CHANNELS, self.H, zero_init=True) if args.ve_gate and value_embed else None
+        self.sa_lambdas = nn.Parameter(torch.tensor([0.5, 1.0])) if args.sa_lambdas else None
         self.gate = linear(GATE_CHANNELS, self.H, zero_init=True) if args.attn_gate else None
 
-    def forward(self, x, value_embed, rope, mask):
+    def forward(self, x, value_embed, rope, mask, key_offset=False):
         B, T, _ = x.shape
-        q, k, v = F.linear(x, self.qkv.flatten(0, 1)).view(B, T, 3 * self.H, self.hd).chunk(3, dim=2)  # (B, T, H, hd)
+        qkv, out = self.qkv.flatten(0, 1), self.proj.weight
+        if self.sa_lambdas is not None:
+            qkv, out = self.sa_lambdas[0] * qkv, self.sa_lambdas[1] * out
+        q, k, v = F.linear(x, qkv).view(B, T, 3 * self.H, self.hd).chunk(3, dim=2)  # (B, T, H, hd)
         dtype = v.dtype  # bf16 under autocast on CUDA: norms and fp32 lambdas must not promote the attention
         if self.args.qk_norm:
             q, k = norm(q), norm(k)
-        q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
-        if self.value_lambdas is not None:
+        cos, sin, q_gain = rope
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if self.args.yarn:  # the scale YaRN has grown to, on q: softmax(scale * g * q.k)
+            q = q * q_gain
+        if key_offset:
+            k = offset_keys(k)
+        if self.ve_gate is not None:
+            v = v + 2 * torch.sigmoid(self.ve_gate(x[..., :GATE_CHANNELS])).unsqueeze(-1) * value_embed.view_as(v)
+        elif self.value_lambdas is not None:
             v = self.value_lambdas[0] * v
             if value_embed is not None:
                 v = v + self.value_lambdas[1] * value_embed.view_as(v)
         y = attention(q.to(dtype), k.to(dtype), v.to(dtype), mask, self.args.attn_scale)  # (B, T, H, hd)
         if self.gate is not None:
             y = y * torch.sigmoid(self.gate(x[..., :GATE_CHANNELS])).unsqueeze(-1)
-        return self.proj(y.reshape(B, T, self.H * self.hd))
+        return F.linear(y.reshape(B, T, self.H * self.hd), out)
 
 
 class MLP(nn.Module):
@@ -922,21 +970,32 @@ class Block(nn.Module):
     def __init__(self, args, layer):
         super().__init__()
         self.window = args.window_pattern[layer % len(args.window_pattern)]
-        self.attn = None if layer in args.no_attn_layers else Attention(args)
+        has_value_embed = value_embed_layout(args)[layer] != "."
+        self.attn = None if layer in args.no_attn_layers else Attention(args, has_value_embed)
         self.mlp = None if layer in args.no_mlp_layers else MLP(args)
-        self.x0_lambdas = nn.Parameter(torch.tensor([1.0, 0.0])) if args.x0_skip else None
+        self.x0_skip, self.key_offset = args.x0_skip, args.key_offset and self.window == "L"
+        if args.x0_skip:  # two parameters: record 2025-12-31 smooths a with other Adam betas than b
+            self.resid_lambda = nn.Parameter(torch.tensor(args.resid_lambda_init))
+            self.x0_lambda = nn.Parameter(torch.tensor(0.0))
 
     def forward(self, x, x0, value_embed, rope, masks):
-        if self.x0_lambdas is not None:
-            x = self.x0_lambdas[0] * x + self.x0_lambdas[1] * x0
+        if self.x0_skip:
+            x = self.resid_lambda * x + self.x0_lambda * x0
         if self.attn is not None:
-            x = x + self.attn(norm(x), value_embed, rope, masks[self.window])
+            x = x + self.attn(norm(x), value_embed, rope, masks[self.window], self.key_offset)
         if self.mlp is not None:
             x = x + self.mlp(norm(x))
         return x
 
 
 VAL_CHUNK = 16384  # validation tokens whose logits exist at once (bf16 + fp32: 4.6 GiB at vocab 50304)
+
+
+def value_embed_layout(args):
+    """The value-embedding table each layer reads (a digit) or none ("."), a character per layer: by default
+    table i feeds layer i and layer L - n + i (U-Net pattern, record 2025-08-23)."""
+    tables = "".join(map(str, range(args.value_embeds)))
+    return args.value_embed_layout or tables + "." * (args.num_layers - 2 * len(tables)) + tables
 
 
 def previous_tokens(idx):
@@ -953,13 +1012,20 @@ class GPT(nn.Module):
         self.args = args
         L, D, V = args.num_layers, args.model_dim, args.vocab_size
         self.embed = nn.Embedding(V, D)
-        # value-embedding table i feeds layer i and layer L - n + i (U-Net pattern, record 2025-08-23)
         self.value_embeds = nn.ModuleList(nn.Embedding(V, args.num_heads * args.head_dim)
                                           for _ in range(args.value_embeds))
+        for table in self.value_embeds if args.ve_gate else ():  # record 2025-12-31
+            nn.init.zeros_(table.weight)
         self.blocks = nn.ModuleList(Block(args, i) for i in range(L))
-        self.rotary = Rotary(args.head_dim, args.rope_fraction, args.rope_base)
+        self.rotary = Rotary(args.head_dim, args.rope_fraction, args.rope_base, args.yarn)
         self.lm_head = linear(D, V, zero_init=True)  # zero-init head (modded-nanogpt)
+        self.embed_tied = args.tied_embed_until > 0  # the embedding is lm_head's weight: set by apply_schedules
+        if self.embed_tied:  # it must not start at zero then (record 2025-12-31: std 0.005)
+            nn.init.normal_(self.lm_head.weight, std=0.005)
         self.skip_weights = nn.Parameter(torch.ones(L // 2)) if args.unet_skips else None
+        if args.gated_skip:  # record 2025-12-31: sigmoid(-1.5) * 2 * sigmoid(0) = 0.18 of the skip at the start
+            self.skip_gate = linear(GATE_CHANNELS, 1, zero_init=True)
+            self.skip_lambda = nn.Parameter(torch.tensor(-1.5))
         if args.smear_gate:
             self.smear_gate = linear(GATE_CHANNELS, 1, zero_init=True)
             self.smear_lambda = nn.Parameter(torch.zeros(()))
@@ -972,17 +1038,13 @@ class GPT(nn.Module):
             self.register_buffer("mtp_weights", torch.tensor(mtp_weights_at(0, args)), persistent=False)
         self.use_fp8 = False  # build_model() decides it for the device
 
-    def value_embed_index(self, layer):
-        n, L = self.args.value_embeds, self.args.num_layers
-        return layer if layer < n else layer - (L - n) if layer >= L - n else None
-
     def embed_tokens(self, idx):
-        """Token embedding with the smear gate: a gated fraction of the previous position's embedding."""
-        x = self.embed(idx)  # (B, T, D)
+        """Token embedding with the smear gate: a gated fraction of the previous position's embedding, across
+        documents as record 2025-12-31 smears."""
+        x = F.embedding(idx, self.lm_head.weight) if self.embed_tied else self.embed(idx)  # (B, T, D)
         if self.args.smear_gate:
-            _, no_prev = previous_tokens(idx)
-            gate = self.smear_lambda * torch.sigmoid(self.smear_gate(x[..., :GATE_CHANNELS]))  # (B, T, 1)
-            x = x + gate.masked_fill(no_prev[..., None], 0) * F.pad(x[:, :-1], (0, 0, 1, 0))
+            gate = self.smear_lambda * torch.sigmoid(self.smear_gate(x[:, 1:, :GATE_CHANNELS]))  # (B, T - 1, 1)
+            x = torch.cat([x[:, :1], x[:, 1:] + gate * x[:, :-1]], dim=1)
         return norm(x) if self.args.norm_after_embed else x
 
     def bigram_embedding(self, idx):
@@ -1004,23 +1066,25 @@ class GPT(nn.Module):
     def trunk(self, idx, windows):
         args, L = self.args, self.args.num_layers
         masks = build_masks(idx, windows, tokens=args.window_tokens)
-        rope = self.rotary(idx.size(1), idx.device)
+        rope = (*self.rotary(idx.size(1), idx.device), self.rotary.q_gain)
         x = x0 = self.embed_tokens(idx)
         bigram = self.bigram_embedding(idx) if args.bigram_embed else None
-        # each table looked up once for its two layers (record 2025-08-23): backward then scatters the two
-        # layers' gradients into the table once, not twice
+        # each table looked up once for its layers (record 2025-08-23): backward then scatters the layers'
+        # gradients into the table once, not once per layer
         value_embeds = [table(idx) for table in self.value_embeds]
         skips, backout = [], None
-        for i, block in enumerate(self.blocks):
+        for i, (block, table) in enumerate(zip(self.blocks, value_embed_layout(args))):
             if args.unet_skips and i >= L - L // 2:  # decoder half: add the mirrored encoder layer's output
                 x = x + self.skip_weights[i - (L - L // 2)] * skips.pop()
+            if args.gated_skip and i == args.gated_skip[1]:
+                gate = torch.sigmoid(self.skip_lambda) * 2 * torch.sigmoid(self.skip_gate(x0[..., :GATE_CHANNELS]))
+                x = x + gate * skips.pop()
             if bigram is not None:
                 x = x + self.bigram_lambdas[i] * bigram
-            j = self.value_embed_index(i)
-            x = block(x, x0, None if j is None else value_embeds[j], rope, masks)
-            if args.unet_skips and i < L // 2:
+            x = block(x, x0, None if table == "." else value_embeds[int(table)], rope, masks)
+            if (args.unet_skips and i < L // 2) or (args.gated_skip and i == args.gated_skip[0]):
                 skips.append(x)
-            if i + 1 == 2 * L // 3:
+            if i + 1 == -(-2 * L // 3):  # the output of layer 7 of 12 (record 2025-10-04) or of 11 (2025-12-31)
                 backout = x
         if self.backout_lambda is not None:
             x = x - self.backout_lambda * backout
@@ -1090,7 +1154,8 @@ def check_param_coverage(model, optimizers):
 
 def check_gradients(model):
     """After the first backward: a parameter without a gradient never trains (an unused table or gate)."""
-    missing = [name for name, p in model.named_parameters() if p.grad is None]
+    missing = [name for name, p in model.named_parameters()
+               if p.grad is None and not (model.embed_tied and name == "embed.weight")]
     if missing:
         raise ConfigError(f"parameters received no gradient: {', '.join(missing)}; nothing in forward() uses them"
                           " with these flags")
@@ -1207,7 +1272,7 @@ class Adam(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self):
         for group in self.param_groups:
-            params = group["params"]
+            params = [p for p in group["params"] if p.grad is not None]  # the embedding waits while it is tied
             for p in params:
                 if not self.state[p]:
                     self.state[p].update(exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
@@ -1289,6 +1354,25 @@ def rope_base_at(step, args):
     return args.rope_base * growth ** (rot_dim / (rot_dim - 2))
 
 
+def yarn_at(step, args):
+    """YaRN (Peng et al. 2023) as record 2025-12-31 applies it, replayed over the long window's growths up to
+    `step`: -> (RoPE frequencies, the attention scale's gain). At each growth old -> new (blocks), a frequency that
+    turns at most once over the old window slows by old/new, one that turns 32 times or more keeps its speed,
+    linear in between; the scale grows by 1 + 0.2 ln(new/old)."""
+    freq, gain = rope_frequencies(args.head_dim, args.rope_fraction, args.rope_base), 1.0
+    longs = [window_blocks(s, args)[0] for s in range(step + 1)]
+    for old, new in zip(longs, longs[1:]):
+        if new != old:
+            freq, gain = yarn_growth(freq, gain, old, new)
+    return freq, gain
+
+
+def yarn_growth(freq, gain, old, new):
+    rotations, ratio = BLOCK * old * freq / (2 * torch.pi), old / new
+    return freq * (ratio + torch.clamp((rotations - 1) / (32 - 1), 0, 1) * (1 - ratio)), gain * (
+        0.2 * math.log(new / old) + 1)
+
+
 def apply_schedules(step, args, model, muon, adam):
     """Set every step-dependent value for this step; -> window sizes in blocks as a tensor [long, short]."""
     for opt in (muon, adam):
@@ -1296,8 +1380,13 @@ def apply_schedules(step, args, model, muon, adam):
             group["lr"] = group["initial_lr"] * lr_multiplier(step, args)
     for group in muon.param_groups:
         group["momentum"] = muon_momentum(step, args)
-    if args.rope_ntk_scaling:
-        model.rotary.set_base(rope_base_at(step, args))
+    long = window_blocks(step, args)[0]
+    if (args.rope_ntk_scaling or args.yarn) and long != model.rotary.window:  # at a growth, or the first step run
+        freq, gain = (yarn_at(step, args) if args.yarn
+                      else (rope_frequencies(args.head_dim, args.rope_fraction, rope_base_at(step, args)), 1.0))
+        model.rotary.inv_freq.copy_(freq)
+        model.rotary.q_gain.fill_(gain)
+        model.rotary.window = long
     device = next(model.parameters()).device
     if args.multi_token:
         model.mtp_weights.copy_(to_device(np.array(mtp_weights_at(step, args), dtype=np.float32), device))
@@ -1561,7 +1650,8 @@ def train_step(model, raw_model, micro_batches, windows, muon, adam, world_size,
     grads = [p.grad for p in raw_model.parameters()]
     if len(micro_batches) > 1:
         torch._foreach_div_(grads, len(micro_batches))
-    wait_adam = all_reduce_mean([p.grad for group in adam.param_groups for p in group["params"]], world_size)
+    wait_adam = all_reduce_mean([p.grad for group in adam.param_groups for p in group["params"]
+                                 if p.grad is not None], world_size)  # none for the embedding while it is tied
     muon.step()  # reduces its own gradients, overlapping the Adam all-reduce
     wait_adam()
     adam.step()

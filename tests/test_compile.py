@@ -31,10 +31,10 @@ def compiled(args):
     return raw, torch.compile(raw, backend="aot_eager", dynamic=False, fullgraph=True), muon, adam
 
 
-@pytest.mark.parametrize("multi_token", [False, True])  # its weights move each step too
-def test_training_steps_compile_once_as_windows_rope_and_lr_move(fresh_dynamo, multi_token):
-    args = tiny_args("--rope_ntk_scaling=true", "--window_blocks_end=2", "--num_iterations=4", "--fp8_head=on",
-                     f"--multi_token={multi_token}")
+@pytest.mark.parametrize("flags", ["--rope_ntk_scaling=true --multi_token=false",  # MTP weights move each step
+                                   "--rope_ntk_scaling=true --multi_token=true", "--yarn=true --key_offset=true"])
+def test_training_steps_compile_once_as_windows_rope_and_lr_move(fresh_dynamo, flags):
+    args = tiny_args("--window_blocks_end=2", "--num_iterations=4", "--fp8_head=on", *flags.split())
     raw, model, muon, adam = compiled(args)
     raw.use_fp8 = True  # the FP8 autograd.Function is traced too
     windows_seen = []

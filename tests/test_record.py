@@ -63,7 +63,7 @@ def their_tensor(theirs, name, grad=False):
         table = {"attn.qkv": lambda: get(block.attn.qkvo_w)[:3], "attn.proj.weight": lambda: get(block.attn.qkvo_w)[3],
                  "attn.gate.weight": lambda: get(block.attn.dampen.weight), "mlp.fc": lambda: get(block.mlp.c_fc),
                  "mlp.proj.weight": lambda: get(block.mlp.c_proj),
-                 "x0_lambdas": lambda: scalars[L + 2 * i:L + 2 * i + 2],
+                 "resid_lambda": lambda: scalars[L + 2 * i], "x0_lambda": lambda: scalars[L + 2 * i + 1],
                  "attn.value_lambdas": lambda: scalars[3 * L + 2 * i:3 * L + 2 * i + 2]}
         return table[".".join(parts[2:])]()
     if name == "skip_weights":
@@ -191,6 +191,86 @@ def small_1231_model(record_1231):
     """Its GPT as its script makes it (11 layers), at 2 heads of 64, on CPU in fp32."""
     return record_1231["GPT"](vocab_size=50257, num_layers=11, num_heads=2, head_dim=64, model_dim=128,
                               max_seq_len=2048)
+
+
+# the 2025-12-31 record's model as flags of ours (its optimizers and schedules: still to come)
+MODEL_1231 = ["--num_layers=11", "--no_attn_layers=6", "--window_pattern=SSSLSSSSSSL",
+              "--value_embed_layout=12......012", "--ve_gate=true", "--sa_lambdas=true", "--resid_lambda_init=1.1",
+              "--qkv_init=1", "--unet_skips=false", "--gated_skip=3,6", "--key_offset=true", "--yarn=true",
+              "--attn_scale=0.1", "--tied_embed_until=0.6667", "--smear_gate=true", "--backout=true",
+              "--logit_softcap=23", "--softcap_form=shifted", "--multi_token=true", "--window_tokens=true",
+              "--max_doc_len=2048", "--fp8_head=off"]
+
+
+def paired_1231(record_1231, seed=0):
+    """Its GPT (small_1231_model) and ours with its flags at the same size, with the same weights, all randomised
+    so that every path carries gradient."""
+    torch.manual_seed(seed)
+    theirs = small_1231_model(record_1231)
+    theirs.lm_head.use_fp8 = False  # its FP8 op is CUDA's
+    with torch.no_grad():
+        for p in theirs.parameters():
+            p.copy_(torch.randn_like(p) * (0.5 if p.ndim < 2 else 0.05) + (0.5 if p.ndim < 2 else 0))
+    mine = tg.GPT(tg.parse_args(["--model_dim=128", "--num_heads=2", "--head_dim=64", *MODEL_1231]))
+    for name, p in mine.named_parameters():
+        with torch.no_grad():
+            p.copy_(their_1231_tensor(theirs, name))
+    return theirs, mine
+
+
+def their_1231_tensor(theirs, name, grad=False):
+    """Our parameter `name` (or its gradient) as its model stores it: QKVO in one matrix, MLP weights transposed,
+    gates in banks over the layers that have them, lambdas in one vector."""
+    get = (lambda p: p.grad) if grad else (lambda p: p)
+    L, parts = 11, name.split(".")
+    scalars = get(theirs.scalars)
+    if parts[0] == "blocks":
+        i, block = int(parts[1]), theirs.blocks[int(parts[1])]
+        D = block.mlp.c_fc.size(1)
+        table = {"attn.qkv": lambda: get(block.attn.qkvo_w)[:3 * D].view(3, D, D),
+                 "attn.proj.weight": lambda: get(block.attn.qkvo_w)[3 * D:],
+                 "attn.gate.weight": lambda: get(theirs.attn_gate_bank)[i - (i > 6)],
+                 "attn.ve_gate.weight": lambda: get(theirs.ve_gate_bank)[i if i < 2 else i - 6],
+                 "attn.sa_lambdas": lambda: scalars[L + 2 * i:L + 2 * i + 2],
+                 "mlp.fc": lambda: get(block.mlp.c_fc).T, "mlp.proj.weight": lambda: get(block.mlp.c_proj).T,
+                 "resid_lambda": lambda: scalars[i], "x0_lambda": lambda: get(theirs.x0_lambdas)[i]}
+        return table[".".join(parts[2:])]()
+    named = {"smear_lambda": 3 * L, "backout_lambda": 3 * L + 1, "skip_lambda": 3 * L + 2}
+    return scalars[named[name]] if name in named else get(dict(theirs.named_parameters())[name])
+
+
+@pytest.mark.parametrize("training, tied, grown", [(True, True, False), (True, False, True), (False, True, True)])
+def test_the_2025_12_31_model_gives_its_logits_loss_and_gradients(record_1231, training, tied, grown):
+    """Its flags give its model: the same lm_head output, loss (training: with multi-token weights; validation:
+    the mean) and every gradient, on a sequence of several documents with windows of 1 and 3 blocks, the embedding
+    tied to lm_head or its own, RoPE as it starts or after YaRN's growth of the window from 3 to 7 blocks."""
+    theirs, mine = paired_1231(record_1231)
+    theirs.train(training)
+    mine.train(training)
+    theirs.split_embed, mine.embed_tied = not tied, tied
+    if grown:
+        theirs.yarn.apply(3, 7)
+        freq, gain = tg.yarn_growth(mine.rotary.inv_freq, 1.0, 3, 7)
+        mine.rotary.inv_freq.copy_(freq)
+        mine.rotary.q_gain.fill_(gain)
+    head = {}
+    theirs.lm_head.register_forward_hook(lambda m, i, o: head.__setitem__("theirs", o.reshape(-1, o.size(-1))))
+    mine.lm_head.register_forward_hook(lambda m, i, o: head.__setitem__("mine", o))
+    tokens, weights = sequence(7, docs_every=150)[:641], torch.tensor([1.0, 0.5, 0.25])
+    schedule = record_1231["ForwardScheduleConfig"](mtp_weights=weights if training else None, ws_short=1, ws_long=3)
+    their_loss = theirs(tokens[:-1].int(), tokens[1:], cu_seqlens_of(tokens[:-1]), schedule)
+    mine.mtp_weights.copy_(weights)
+    my_loss = mine(tokens[None, :-1], tokens[None, 1:], torch.tensor([3, 1]))
+    assert relative(head["mine"], head["theirs"]) < 1e-5
+    assert abs(my_loss.item() / their_loss.item() - 1) < 1e-5
+    if training:
+        their_loss.backward()
+        my_loss.backward()
+        for name, p in mine.named_parameters():
+            if tied and name == "embed.weight":
+                assert p.grad is None and theirs.embed.weight.grad is None
+            else:
+                assert relative(p.grad, their_1231_tensor(theirs, name, grad=True)) < 1e-4, name
 
 
 def cu_seqlens_of(tokens):

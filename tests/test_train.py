@@ -205,7 +205,7 @@ def bench_plain_flags():
 def test_bench_plain_flags_turn_off_every_trick_of_the_docstring():
     args = tg.parse_args(["--preset=record", *bench_plain_flags()])
     tricks = re.findall(r"^    (\w+)  +\S", tg.__doc__, re.M)  # the docstring's list: one flag per trick
-    assert len(tricks) == 21 and all(f"--{t}=" in " ".join(bench_plain_flags()) for t in tricks)
+    assert len(tricks) == 27 and all(f"--{t}=" in " ".join(bench_plain_flags()) for t in tricks)
     assert (args.rope_fraction, args.qk_norm, args.mlp_act, args.no_attn_layers, args.logit_softcap) == (1, False,
                                                                                                          "gelu", (), 0)
     assert tg.window_blocks(0, args) == tg.window_blocks(200, args) == (8, 4)  # GPT-2's 1024 tokens, fixed

@@ -155,6 +155,11 @@ def load(date, cpu, reference=REFERENCE):
         code = (code.replace('device="cuda"', 'device="cpu"').replace("pin_memory=True", "pin_memory=False")
                 .replace(".cuda(non_blocking=True)", "").replace("X = G.bfloat16()", "X = G.float()")
                 .replace("w.bfloat16() for w in self.", "w.float() for w in self.")  # 12-31's gate banks
+                # 12-31's key offset, k[:, 1:, ...] = k[:, :-1, ...]: compiled (as it runs) the copy reads before it
+                # writes, a shift by one position; eager on CPU it copies in order, smearing position 0 down
+                .replace("= k[:, :-1, :, self.head_dim // 4:self.head_dim // 2]",
+                         "= k[:, :-1, :, self.head_dim // 4:self.head_dim // 2].clone()")
+                .replace("= k[:, :-1, :, 3 * self.head_dim // 4:]", "= k[:, :-1, :, 3 * self.head_dim // 4:].clone()")
                 .replace('os.environ["PYTORCH_ALLOC_CONF"]', "_alloc_conf").replace("dynamo.config.", "_dynamo_"))
         start, end = code.index(TRITON_START), code.index(record.triton_end)
         code = code[:start] + "\n" * code[start:end].count("\n") + code[end:]
