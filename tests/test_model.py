@@ -158,10 +158,9 @@ FLAG_VARIANTS = ["--rope_fraction=1.0", "--rope_fraction=0", "--rope_base=10000"
                  "--no_mlp_layers=2", "--window_pattern=L", "--window_pattern=SSSL", "--norm_after_embed=false",
                  "--muon_ortho=polar", "--muon_row_equilibration=true", "--muon_plus=true", "--normuon=true",
                  "--muon_weight_decay=0.1", "--cautious_wd=true --muon_weight_decay=0.1", "--softcap_form=shifted",
-                 "--window_tokens=true", "--multi_token=true", "--multi_token=true --fp8_head=on", "--ve_gate=true",
-                 "--value_embed_layout=.00.", "--sa_lambdas=true", "--resid_lambda_init=1.1 --qkv_init=1",
-                 "--gated_skip=1,3 --unet_skips=false", "--key_offset=true", "--yarn=true", "--tied_embed_until=0.5",
-                 ""]
+                 "--window_tokens=true", "--multi_token=true", "--multi_token=true --fp8_head=on",
+                 "--ve_gate=true --value_embed_layout=.00. --sa_lambdas=true --resid_lambda_init=1.1 --qkv_init=1",
+                 "--gated_skip=1,3 --unet_skips=false --key_offset=true --yarn=true", "--tied_embed_until=0.5", ""]
 
 
 @pytest.mark.parametrize("flag", FLAG_VARIANTS)
