@@ -95,6 +95,8 @@ class Hyperparameters:
     batch_schedule: str = ""  # "STEP:TOKENS,...": tokens_per_step from each STEP on ("" = constant)
     seq_len: int = 48 * 1024  # tokens per sequence; documents inside are separated by the attention mask
     micro_batch_seqs: int = 1  # sequences per forward pass per process; accumulation makes up the rest
+    seqs_per_step: int = 0  # > 0: a step is this many sequences of tokens_per_step / seqs_per_step tokens, their length
+    #                         following the batch schedule (record 2025-12-31: 8 sequences of 16K, 32K, 48K)
     align_to_doc: bool = True  # start every sequence at a document start (EOT), as record 2025-08-23 does
     max_doc_len: int = 0  # > 0: a sequence packs documents, each cut at this many tokens (0: one document's start)
     seed: int = 0  # init, and the shard order of every epoch after the first
@@ -140,17 +142,23 @@ class Hyperparameters:
     window_blocks_start: int = 1  # long window at step 0 (128 tokens)
     window_blocks_end: int = 14  # long window at the last step (1792 tokens), linear in between
     window_tokens: bool = False  # a window of W blocks reaches W*128 tokens back from each query, not W whole blocks
+    window_schedule: tuple[int, ...] = ()  # the long window in equal stages of the scheduled steps, then
+    #                                        window_blocks_end (record 2025-12-31: 3, 7, 11, then 13); () = linear
+    val_window_blocks: int = 0  # > 0: the long window of the final validation (record 2025-12-31: 20)
     # optimizers: Muon for hidden matrices, Adam for the rest
     muon_lr: float = 0.05  # record 2025-08-23
     muon_momentum: float = 0.95  # record 2025-08-23, warmed up from muon_momentum_start
     muon_momentum_start: float = 0.85
     muon_momentum_warmup_steps: int = 300
+    muon_momentum_cooldown_steps: int = 0  # the last N steps take it back to muon_momentum_start (2025-12-31: 50)
+    muon_lr_muls: tuple[float, ...] = ()  # (attention, MLP in, MLP out) times muon_lr; () = max(1, rows/cols)**0.5
     muon_ortho: Literal["ns5", "polar"] = "ns5"  # Newton-Schulz quintic or Polar Express
     muon_row_equilibration: bool = False  # scale each gradient row to the RMS row norm before orthogonalising
     muon_plus: bool = False  # rescale the update to Frobenius norm sqrt(min(m, n))
     normuon: bool = False  # per-row second-moment normalisation of the update (NorMuon)
-    muon_weight_decay: float = 0.0
-    cautious_wd: bool = False  # decay only where the update and the weight have the same sign
+    normuon_beta2: float = 0.95  # record 2025-12-31
+    muon_weight_decay: float = 0.0  # a weight decays by muon_weight_decay * muon_lr * its lr, both as scheduled
+    cautious_wd: bool = False  # decay only where the update and the weight do not differ in sign (2025-12-31)
     embed_lr: float = 0.6  # Adam lrs of record 2025-08-23: 0.008 x 75 for embeddings, x 1 head, x 5 scalars
     head_lr: float = 0.008
     scalar_lr: float = 0.04
@@ -158,10 +166,15 @@ class Hyperparameters:
     adam_eps: float = 1e-10  # record 2025-08-23
     bigram_betas: tuple[float, ...] = (0.75, 0.95)  # the bigram table's Adam (record 2026-01-19; lr is embed_lr)
     bigram_weight_decay: float = 0.025  # cautious, times lr**2 (record 2026-01-19: 0.005 x wd_mul 5)
+    adam_recipe: Literal["2025-08-23", "2025-12-31"] = "2025-08-23"  # whose Adam groups: the lrs above, or ADAM_1231
+    adam_every: int = 1  # Adam steps every Nth step, on the N steps' gradients summed (record 2025-12-31: 2)
+    adam_fp32_state: bool = False  # Adam's moments in fp32 for bf16 parameters too (record 2025-12-31)
     # schedule
     num_iterations: int = 1695  # record 2025-08-23
     cooldown_frac: float = 0.45  # record 2025-08-23: flat, then linear cooldown over the last 45%
     final_lr_frac: float = 0.1  # record 2025-08-23
+    lr_peaks: tuple[float, ...] = (1.0,)  # lr before the cooldown, in equal stages (2025-12-31: 1, 1.52, 1.73)
+    extension_steps: int = 0  # the last N steps run at the schedules' final values (2025-12-31: 40 of 1825)
     # run
     val_loss_every: int = 125  # 0 = only at the end
     train_log_every: int = 25
@@ -203,6 +216,18 @@ PRESETS = {
     "record": {},  # the defaults: 8xH100, or fewer GPUs through gradient accumulation
     **LATER_TRICKS,
     "stack": {name: value for trick in LATER_TRICKS.values() for name, value in trick.items()},  # all of them
+    # record 2025-12-31 (1825 steps, 3.2789 in 112.97 s on 8xH100), checked against its code in tests/test_record.py
+    "2025-12-31": dict(
+        max_doc_len=2048, seqs_per_step=8, seq_len=48 * 1024, tokens_per_step=8 * 2048 * 8,
+        batch_schedule="595:262144,1190:393216", num_layers=11, no_attn_layers=(6,), window_pattern="SSSLSSSSSSL",
+        value_embed_layout="12......012", ve_gate=True, sa_lambdas=True, resid_lambda_init=1.1, qkv_init=1.0,
+        unet_skips=False, gated_skip=(3, 6), key_offset=True, yarn=True, attn_scale=0.1, tied_embed_until=2 / 3,
+        smear_gate=True, backout=True, logit_softcap=23.0, softcap_form="shifted", multi_token=True,
+        window_tokens=True, window_schedule=(3, 7, 11), window_blocks_end=13, val_window_blocks=20, muon_lr=0.023,
+        muon_lr_muls=(2.0, 2.0, 4.0), muon_ortho="polar", normuon=True, muon_weight_decay=1.2, cautious_wd=True,
+        muon_momentum_cooldown_steps=50, adam_recipe="2025-12-31", adam_eps=1e-8, adam_every=2,
+        adam_fp32_state=True, num_iterations=1825, extension_steps=40, cooldown_frac=0.5, lr_peaks=(1.0, 1.52, 1.73),
+        val_loss_every=250),
     # one 24 GB card: the record's math with 32K-token sequences (12 accumulation steps) so activations fit;
     # its peak on the virtual 4090 and under a 24 GB cap on a real GPU is in README; 48K runs out of memory
     "4090": dict(seq_len=32 * 1024, val_seq_len=32 * 1024),
@@ -291,7 +316,8 @@ def validate(args):
                 "num_layers", "model_dim", "num_heads", "head_dim", "num_iterations", "temperature",
                 "collective_timeout")
     at_least_0 = ("val_loss_every", "checkpoint_every", "keep_checkpoints", "warmup_steps", "profile_steps", "top_k",
-                  "max_new_tokens", "cpu_threads", "memory_cap_gib", "max_doc_len")
+                  "max_new_tokens", "cpu_threads", "memory_cap_gib", "max_doc_len", "seqs_per_step",
+                  "val_window_blocks", "muon_momentum_cooldown_steps")
     L = args.num_layers
     checks = [
         *((name, getattr(args, name) > 0, "positive") for name in positive),
@@ -309,6 +335,14 @@ def validate(args):
          < args.gated_skip[1] < L, f"empty or two layers i < j in 0..{L - 1}"),
         ("yarn", not (args.yarn and args.rope_ntk_scaling), "false with --rope_ntk_scaling (one or the other)"),
         ("tied_embed_until", 0 <= args.tied_embed_until <= 1, "between 0 and 1"),
+        ("extension_steps", 0 <= args.extension_steps < args.num_iterations, "0 or more and below num_iterations"),
+        ("window_schedule", all(w >= 1 for w in args.window_schedule), "blocks, each at least 1"),
+        ("lr_peaks", len(args.lr_peaks) > 0, "one or more multipliers"),
+        ("muon_lr_muls", len(args.muon_lr_muls) in (0, 3), "empty or three: attention, MLP in, MLP out"),
+        ("adam_every", args.adam_every >= 1, "at least 1"),
+        ("seqs_per_step", not args.seqs_per_step or args.micro_batch_seqs == 1 and all(
+            tokens % (args.seqs_per_step * BLOCK) == 0 for _, tokens in parse_batch_schedule(args)),
+         "0, or with --micro_batch_seqs=1 a divisor of every batch size into sequences of whole 128-token blocks"),
         *((name, getattr(args, name) in typing.get_args(kind), f"one of {', '.join(typing.get_args(kind))}")
           for name, kind in typing.get_type_hints(Hyperparameters).items() if typing.get_origin(kind) is Literal),
         ("window_blocks_start", 1 <= args.window_blocks_start, "at least 1"),
@@ -493,8 +527,10 @@ class TokenStream:
             self._next_shard()
         raise ShardError(f"no shard among {self.files[0]}... holds a sequence of {self.seq_len + 1} tokens")
 
-    def next_step(self, tokens_per_step):
-        """This rank's micro-batches for one optimizer step: an int64 array (accum, micro_batch_seqs, seq_len+1)."""
+    def next_step(self, tokens_per_step, seq_len=None):
+        """This rank's micro-batches for one optimizer step: an int64 array (accum, micro_batch_seqs, seq_len+1);
+        seq_len, if given, from this step on (record 2025-12-31's sequences grow with its batch)."""
+        self.seq_len = seq_len or self.seq_len
         accum = grad_accum_steps(tokens_per_step, self.world_size, self.micro_batch_seqs * self.seq_len)
         per_rank = accum * self.micro_batch_seqs
         if not self._step_fits(tokens_per_step):
@@ -1120,6 +1156,8 @@ def build_model(args, device):
         for module in model.modules():
             if isinstance(module, nn.Embedding):
                 module.bfloat16()
+        if args.tied_embed_until:  # lm_head's weight is the embedding: bf16 too, as record 2025-12-31 has it
+            model.lm_head.bfloat16()
     model.use_fp8 = use_fp8_head(args.fp8_head, device)
     return model
 
@@ -1127,8 +1165,10 @@ def build_model(args, device):
 def param_groups(model):
     """The one place that decides which optimizer trains each parameter.
     -> {"muon": hidden matrices, "embed": token/value tables, "bigram": its table, "head": lm_head,
-        "scalar": the rest}"""
+        "scalar": the rest}; gates go to Muon as records 2025-08-23 and 09-18 have them, or with adam_recipe
+        2025-12-31 to Adam, as scalars"""
     groups = {"muon": [], "embed": [], "bigram": [], "head": [], "scalar": []}
+    gates_in_adam = model.args.adam_recipe == "2025-12-31"
     for name, p in model.named_parameters():
         if name.startswith(("embed.", "value_embeds.")):
             groups["embed"].append(p)
@@ -1136,7 +1176,7 @@ def param_groups(model):
             groups["bigram"].append(p)
         elif name.startswith("lm_head."):
             groups["head"].append(p)
-        elif name.startswith(("blocks.", "smear_gate.")) and p.ndim >= 2:  # gates too (records 08-23, 09-18)
+        elif name.startswith(("blocks.", "smear_gate.")) and p.ndim >= 2 and not (gates_in_adam and "gate" in name):
             groups["muon"].append(p)
         else:  # lambdas, skip weights
             groups["scalar"].append(p)
@@ -1149,7 +1189,7 @@ def check_param_coverage(model, optimizers):
     for name, p in model.named_parameters():
         if placed.count(id(p)) != 1:
             raise ConfigError(f"parameter {name} is in {placed.count(id(p))} optimizer groups (must be exactly 1);"
-                              " fix param_groups()")
+                              " fix param_groups() (or ADAM_1231)")
 
 
 def check_gradients(model):
@@ -1204,7 +1244,8 @@ class Muon(torch.optim.Optimizer):
     computed. Momentum and the elementwise steps after orthogonalising run on every rank, so all ranks hold
     identical weights and optimizer state."""
 
-    def __init__(self, params, args, rank=0, world_size=1):
+    def __init__(self, params, args, rank=0, world_size=1, lr_muls=None):
+        self.lr_muls = lr_muls or {}  # parameter -> its lr multiplier, if not the shape's max(1, rows/cols)**0.5
         params = sorted(params, key=lambda p: tuple(p.shape), reverse=True)
         shapes = list(dict.fromkeys(tuple(p.shape) for p in params))
         groups = [dict(params=[p for p in params if tuple(p.shape) == s]) for s in shapes]
@@ -1243,31 +1284,35 @@ class Muon(torch.optim.Optimizer):
 
     def apply_update(self, p, update, group):
         """p: a matrix, or a stack of matrices (Q, K, V) updated each on its own."""
-        args, (rows, cols) = self.args, p.shape[-2:]
-        matrix_norm = lambda t: t.norm(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
-        if args.normuon:  # NorMuon (Li et al. 2025): normalise rows by their second moment, keep the norm
-            if "row_second_moment" not in self.state[p]:
-                self.state[p]["row_second_moment"] = torch.zeros(*p.shape[:-1], 1, device=p.device)
-            second_moment = self.state[p]["row_second_moment"]
-            second_moment.lerp_(update.float().square().mean(dim=-1, keepdim=True), 1 - 0.95)
-            normalised = update / (second_moment.sqrt() + 1e-8)
-            update = normalised * (matrix_norm(update) / matrix_norm(normalised))
+        args, state, (rows, cols) = self.args, self.state[p], p.shape[-2:]
+        if args.normuon:  # NorMuon (Li et al. 2025) as record 2025-12-31 computes it: each line of the update
+            # along its longer side (rows of a square matrix) divided by the RMS of its history, the norm kept
+            across = -2 if rows < cols else -1
+            mean_square = update.float().square().mean(dim=across, keepdim=True)
+            norm = lambda scale: (mean_square * update.size(across) * scale).sum(dim=(-2, -1), keepdim=True).sqrt()
+            if "second_moment" not in state:
+                state["second_moment"] = torch.zeros_like(mean_square)
+            state["second_moment"].lerp_(mean_square, 1 - args.normuon_beta2)
+            step_size = state["second_moment"].clamp_min(1e-10).rsqrt()
+            update = update * (step_size * (norm(1) / norm(step_size.square()).clamp_min(1e-10))).to(update.dtype)
         if args.muon_plus:  # Muon+: Frobenius norm sqrt(min(m, n)), as an exactly orthogonal matrix has
-            update = update * (min(rows, cols) ** 0.5 / matrix_norm(update))
-        lr = group["lr"] * max(1, rows / cols) ** 0.5
-        if group["weight_decay"]:
-            decay = lr * group["weight_decay"]
-            p.sub_(p * decay * ((update * p) > 0) if args.cautious_wd else p * decay)
+            update = update * (min(rows, cols) ** 0.5 / update.norm(dim=(-2, -1), keepdim=True).clamp_min(1e-12))
+        lr = group["lr"] * self.lr_muls.get(p, max(1, rows / cols) ** 0.5)
+        if group["weight_decay"]:  # lr twice, as records 2025-12-31 and 2026-01-19 scale it: the decay follows
+            decay = group["weight_decay"] * group["lr"] * lr  # the lr schedule squared
+            p.sub_(p * decay * ((update * p) >= 0) if args.cautious_wd else p * decay)
         p.add_(update.to(p.dtype), alpha=-lr)
 
 
 class Adam(torch.optim.Optimizer):
-    """Adam as record 2025-08-23 writes it (eps added to sqrt(v), then the bias corrections), with cautious
-    weight decay: weight_decay * lr**2 of a weight, where its update has the weight's sign (record 2026-01-19).
-    One multi-tensor kernel per operation and group; moments in the parameter's dtype, as the record's."""
+    """Adam as records 2025-08-23 and 2025-12-31 write it (eps added to sqrt(v), then the bias corrections), with
+    cautious weight decay: weight_decay * lr**2 of a weight, where its update has the weight's sign (records
+    2025-12-31, 2026-01-19). One multi-tensor kernel per operation and group; moments in the parameter's dtype, as
+    record 2025-08-23's, or in fp32 (adam_fp32_state); a step count per parameter (the embedding joins late)."""
 
     def __init__(self, groups, args):
         super().__init__(groups, dict(betas=tuple(args.adam_betas), eps=args.adam_eps, weight_decay=0.0))
+        self.moment_dtype = torch.float32 if args.adam_fp32_state else None
 
     @torch.no_grad()
     def step(self):
@@ -1275,31 +1320,57 @@ class Adam(torch.optim.Optimizer):
             params = [p for p in group["params"] if p.grad is not None]  # the embedding waits while it is tied
             for p in params:
                 if not self.state[p]:
-                    self.state[p].update(exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+                    zeros = lambda: torch.zeros_like(p, dtype=self.moment_dtype)
+                    self.state[p].update(step=0, exp_avg=zeros(), exp_avg_sq=zeros())
+                self.state[p]["step"] += 1
             grads = [p.grad for p in params]
             m, v = [self.state[p]["exp_avg"] for p in params], [self.state[p]["exp_avg_sq"] for p in params]
-            (beta1, beta2), t = group["betas"], group.get("step", 0) + 1
-            group["step"] = t
+            beta1, beta2 = group["betas"]
             torch._foreach_mul_(m, beta1)
             torch._foreach_add_(m, grads, alpha=1 - beta1)
             torch._foreach_mul_(v, beta2)
             torch._foreach_addcmul_(v, grads, grads, value=1 - beta2)
             denominators = torch._foreach_add(torch._foreach_sqrt(v), group["eps"])
             updates = torch._foreach_div(m, denominators)
-            torch._foreach_mul_(updates, group["lr"] * (1 - beta2 ** t) ** 0.5 / (1 - beta1 ** t))
+            torch._foreach_mul_(updates, [group["lr"] * (1 - beta2 ** t) ** 0.5 / (1 - beta1 ** t)
+                                          for t in (self.state[p]["step"] for p in params)])
             if group["weight_decay"]:
                 agree = [(u * p > 0).to(p.dtype) for u, p in zip(updates, params)]
                 torch._foreach_addcmul_(updates, params, agree, value=group["weight_decay"] * group["lr"] ** 2)
             torch._foreach_sub_(params, updates)
 
 
+# Record 2025-12-31's Adam groups (adam_recipe): its lr 0.008 and weight decay 0.005 times each parameter's lr_mul
+# and wd_mul there (the decay cautious and times lr**2), betas (0.65, 0.95), or (0.9, 0.99) for the lambdas it
+# smooths in a second Adam. (name pattern, lr, betas, weight decay): a parameter takes the first row it matches.
+ADAM_1231 = [
+    (r"^(lm_head|embed)\.", 0.008, (0.65, 0.95), 0.75),
+    (r"^value_embeds\.", 0.6, (0.65, 0.95), 0.025),
+    (r"\.(gate|ve_gate)\.", 0.008, (0.65, 0.95), 0.005),
+    (r"^smear_gate\.", 0.008 * 0.01, (0.65, 0.95), 0.0),
+    (r"^skip_gate\.", 0.008 * 0.05, (0.65, 0.95), 0.0),
+    (r"\.x0_lambda$", 0.04, (0.65, 0.95), 0.0),
+    (r"_lambda", 0.04, (0.9, 0.99), 0.0),  # the residual, attention (sa), smear, backout and skip lambdas
+]
+MUON_KINDS = {"attn.qkv": 0, "attn.proj.weight": 0, "mlp.fc": 1, "mlp.proj.weight": 2}  # for muon_lr_muls
+
+
 def build_optimizers(model, args, rank=0, world_size=1):
     groups = param_groups(model)
-    muon = Muon(groups["muon"], args, rank, world_size)
+    hidden = set(groups["muon"])
+    kinds = {p: MUON_KINDS.get(name.split(".", 2)[-1]) for name, p in model.named_parameters() if p in hidden}
+    muon = Muon(groups["muon"], args, rank, world_size,
+                {p: args.muon_lr_muls[kind] for p, kind in kinds.items() if kind is not None and args.muon_lr_muls})
     adam_groups = [dict(params=groups["embed"], lr=args.embed_lr),
                    dict(params=groups["bigram"], lr=args.embed_lr, betas=tuple(args.bigram_betas),
                         weight_decay=args.bigram_weight_decay),
                    dict(params=groups["head"], lr=args.head_lr), dict(params=groups["scalar"], lr=args.scalar_lr)]
+    if args.adam_recipe == "2025-12-31":
+        adam_groups = [dict(params=[], lr=lr, betas=betas, weight_decay=decay) for _, lr, betas, decay in ADAM_1231]
+        for name, p in model.named_parameters():
+            row = next((i for i, (pattern, *_) in enumerate(ADAM_1231) if re.search(pattern, name)), None)
+            if p not in hidden and row is not None:
+                adam_groups[row]["params"].append(p)
     adam = Adam([dict(group, initial_lr=group["lr"]) for group in adam_groups if group["params"]], args)
     check_param_coverage(model, [muon, adam])
     return muon, adam
@@ -1309,40 +1380,80 @@ def build_optimizers(model, args, rank=0, world_size=1):
 # Schedules: pure functions of the step
 
 
+def scheduled_steps(args):
+    """The steps the schedules stretch over; the extension steps after them hold their last values."""
+    return args.num_iterations - args.extension_steps
+
+
 def lr_multiplier(step, args):
-    """1 until the last cooldown_frac of the run, then linear down to final_lr_frac at the last step."""
-    frac_left = 1 - step / args.num_iterations
-    if frac_left >= args.cooldown_frac:
-        return 1.0
-    w = frac_left / args.cooldown_frac
-    return w + (1 - w) * args.final_lr_frac
+    """lr_peaks in equal stages of the scheduled steps (a stage from just after its start, as record 2025-12-31
+    ties it to the batch size), the last cooldown_frac of them linear down to final_lr_frac; then final_lr_frac."""
+    N, peaks = scheduled_steps(args), args.lr_peaks
+    if step > N:
+        return args.final_lr_frac
+    x = step / N
+    peak = peaks[sum(x > k / len(peaks) for k in range(1, len(peaks)))]
+    if x < 1 - args.cooldown_frac:
+        return peak
+    w = (1 - x) / args.cooldown_frac
+    return peak * w + (1 - w) * args.final_lr_frac
 
 
 def muon_momentum(step, args):
-    frac = min(step / args.muon_momentum_warmup_steps, 1) if args.muon_momentum_warmup_steps else 1
-    return (1 - frac) * args.muon_momentum_start + frac * args.muon_momentum
+    """Linear warmup from muon_momentum_start, and back to it over the last muon_momentum_cooldown_steps."""
+    low, high, warmup, cooldown = (args.muon_momentum_start, args.muon_momentum, args.muon_momentum_warmup_steps,
+                                   args.muon_momentum_cooldown_steps)
+    if step < warmup:
+        return low + step / warmup * (high - low)
+    if cooldown and step > args.num_iterations - cooldown:
+        return high - (step - (args.num_iterations - cooldown)) / cooldown * (high - low)
+    return high
 
 
-def window_blocks(step, args):
-    """(long, short) attention windows in 128-token blocks. Long grows linearly to window_blocks_end as record
-    2025-08-23's does (the fewest blocks covering 1728 * step / N tokens, 1728 = 13.5 blocks, so 1 -> 14),
-    never below window_blocks_start; short = long // 2, at least 1 (the record's 0 keeps only the own block)."""
-    frac = min(step / args.num_iterations, 1)
-    long = max(args.window_blocks_start, math.ceil((args.window_blocks_end - 0.5) * BLOCK * frac / BLOCK))
-    return long, max(1, long // 2)
+def window_blocks(step, args, validation=False):
+    """(long, short) attention windows in 128-token blocks; short = long // 2, at least 1 (the records' 0 keeps
+    only the own block). Long in window_schedule's equal stages of the scheduled steps (record 2025-12-31), or
+    growing linearly as record 2025-08-23's does (the fewest blocks covering 1728 * step / N tokens, 1728 = 13.5
+    blocks, so 1 -> 14, never below window_blocks_start); window_blocks_end after the schedule; the final
+    validation's long window val_window_blocks (its short one as the last step's)."""
+    N, stages = scheduled_steps(args), args.window_schedule
+    if step >= N and stages:
+        long = args.window_blocks_end
+    elif stages:
+        long = stages[int(len(stages) * (step / N))]
+    else:
+        grown = (args.window_blocks_end - 0.5) * BLOCK * min(step / N, 1)
+        long = max(args.window_blocks_start, math.ceil(grown / BLOCK))
+    short = max(1, long // 2)
+    return (args.val_window_blocks, short) if validation and args.val_window_blocks else (long, short)
 
 
 def mtp_weights_at(step, args):
     """The weights of the next 3 tokens in the loss (record 2025-12-31): [1, 0.5, 0.25 -> 0] over the first third
-    of the run, [1, 0.5 -> 0] over the second, [1] after."""
-    x = step / args.num_iterations
+    of the scheduled steps, [1, 0.5 -> 0] over the second, [1] after."""
+    x = step / scheduled_steps(args)
     if x < 1 / 3:
         return [1.0, 0.5, 0.25 * (1 - 3 * x)]
-    return [1.0, 0.5 * (2 - 3 * x), 0.0] if x < 2 / 3 else [1.0, 0.0, 0.0]
+    return [1.0, 0.5 * (1 - (3 * x - 1)), 0.0] if x < 2 / 3 else [1.0, 0.0, 0.0]
+
+
+def embed_tied_at(step, args):
+    """Whether the embedding is lm_head's weight at this step: until the first odd step at or after
+    tied_embed_until of the scheduled steps, on which Adam steps (record 2025-12-31: step 1191)."""
+    return args.tied_embed_until > 0 and step <= (math.ceil(args.tied_embed_until * scheduled_steps(args)) | 1)
+
+
+def adam_steps_at(step, args):
+    """Whether Adam steps after this step: on every adam_every-th (record 2025-12-31: the odd ones)."""
+    return (step + 1) % args.adam_every == 0
 
 
 def tokens_per_step_at(step, args):
     return [tokens for start, tokens in parse_batch_schedule(args) if start <= step][-1]
+
+
+def seq_len_at(step, args):
+    return tokens_per_step_at(step, args) // args.seqs_per_step if args.seqs_per_step else args.seq_len
 
 
 def rope_base_at(step, args):
@@ -1390,11 +1501,22 @@ def apply_schedules(step, args, model, muon, adam):
     device = next(model.parameters()).device
     if args.multi_token:
         model.mtp_weights.copy_(to_device(np.array(mtp_weights_at(step, args), dtype=np.float32), device))
+    if model.embed_tied and not embed_tied_at(step, args):
+        untie_embedding(model, adam)
     return window_tensor(step, args, device)
 
 
-def window_tensor(step, args, device):
-    return to_device(np.array(window_blocks(step, args)), device)
+def untie_embedding(model, adam):
+    """The embedding becomes a copy of lm_head's weight, and of its Adam state (record 2025-12-31)."""
+    head, embed = model.lm_head.weight, model.embed.weight
+    with torch.no_grad():
+        embed.copy_(head)
+    adam.state[embed] = {k: v.clone() if torch.is_tensor(v) else v for k, v in adam.state[head].items()}
+    model.embed_tied = False
+
+
+def window_tensor(step, args, device, validation=False):
+    return to_device(np.array(window_blocks(step, args, validation)), device)
 
 
 # -----------------------------------------------------------------------------
@@ -1566,9 +1688,16 @@ def save_atomically(state, path):
     os.replace(path + ".tmp", path)
 
 
-def save_checkpoint(path, model, muon, adam, stream, step, train_time_ms, args):
+def pending_gradients(model, adam, world_size):
+    """The gradients Adam has summed but not stepped on yet (adam_every), averaged over the ranks now (on every
+    rank: the step that uses them averages again, the same sum), by parameter name, for a checkpoint."""
+    all_reduce_mean(adam_gradients(adam), world_size)()
+    return {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+
+
+def save_checkpoint(path, model, muon, adam, stream, step, train_time_ms, args, pending=None):
     """Everything a resume needs; then the oldest step_*.pt beyond the newest keep_checkpoints go."""
-    save_atomically(dict(args=dataclasses.asdict(args), step=step, train_time_ms=train_time_ms,
+    save_atomically(dict(args=dataclasses.asdict(args), step=step, train_time_ms=train_time_ms, pending=pending or {},
                          model=model.state_dict(), muon=muon.state_dict(), adam=adam.state_dict(),
                          stream=stream.state_dict(), rng=torch.get_rng_state(),
                          cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None), path)
@@ -1612,9 +1741,14 @@ def find_checkpoint(resume, run_id):
 
 
 def restore(state, model, muon, adam, stream):
-    """Restore model, optimizers, loader position and RNG from a checkpoint's contents; -> (step, train_time_ms)."""
+    """Restore model, optimizers, loader position, pending gradients and RNG from a checkpoint's contents;
+    -> (step, train_time_ms)."""
     for name, part in dict(model=model, muon=muon, adam=adam, stream=stream).items():
         part.load_state_dict(state[name])
+    pending = state.get("pending", {})
+    for name, p in model.named_parameters():
+        p.grad = pending[name].to(p.device) if name in pending else None
+    model.embed_tied = embed_tied_at(max(state["step"] - 1, 0), model.args)  # as the last step left it
     torch.set_rng_state(state["rng"])
     if state["cuda_rng"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -1637,26 +1771,29 @@ def export_weights(args, checkpoint):
 # Training
 
 
-def train_step(model, raw_model, micro_batches, windows, muon, adam, world_size, check_grads=False):
+def train_step(model, raw_model, micro_batches, windows, muon, adam, world_size, check_grads=False, adam_steps=True):
     """Forward/backward over this rank's micro-batches, average gradients over micro-batches and ranks, then
-    step both optimizers. -> train loss per token (a device tensor: no host sync here)."""
+    step Muon, and Adam if adam_steps (else its gradients add up until it does, as record 2025-12-31's do).
+    -> train loss per token (a device tensor: no host sync here)."""
     loss_sum = 0
     for batch in micro_batches:
         loss = model(batch[:, :-1], batch[:, 1:], windows)
-        loss.backward()
+        (loss / len(micro_batches)).backward()
         loss_sum += loss.detach()
     if check_grads:
         check_gradients(raw_model)
-    grads = [p.grad for p in raw_model.parameters()]
-    if len(micro_batches) > 1:
-        torch._foreach_div_(grads, len(micro_batches))
-    wait_adam = all_reduce_mean([p.grad for group in adam.param_groups for p in group["params"]
-                                 if p.grad is not None], world_size)  # none for the embedding while it is tied
+    wait_adam = all_reduce_mean(adam_gradients(adam), world_size) if adam_steps else lambda: None
     muon.step()  # reduces its own gradients, overlapping the Adam all-reduce
-    wait_adam()
-    adam.step()
-    raw_model.zero_grad(set_to_none=True)
+    muon.zero_grad(set_to_none=True)
+    if adam_steps:
+        wait_adam()
+        adam.step()
+        adam.zero_grad(set_to_none=True)
     return loss_sum / (len(micro_batches) * (micro_batches.size(-1) - 1))  # the loss is summed per sequence
+
+
+def adam_gradients(adam):
+    return [p.grad for group in adam.param_groups for p in group["params"] if p.grad is not None]  # none: tied
 
 
 def warmup_compile(model, raw_model, args, muon, adam, device, world_size):
@@ -1664,14 +1801,17 @@ def warmup_compile(model, raw_model, args, muon, adam, device, world_size):
     if args.warmup_steps <= 0:
         return
     saved = copy.deepcopy(dict(model=raw_model.state_dict(), muon=muon.state_dict(), adam=adam.state_dict()))
-    accum = grad_accum_steps(args.tokens_per_step, world_size, args.micro_batch_seqs * args.seq_len)
-    shape = (accum, args.micro_batch_seqs, args.seq_len + 1)
-    for step in range(args.warmup_steps):
-        batches = torch.randint(0, args.vocab_size, shape, device=device)
-        windows = apply_schedules(step * args.num_iterations // args.warmup_steps, args, raw_model, muon, adam)
-        train_step(model, raw_model, batches, windows, muon, adam, world_size)
+    for i in range(args.warmup_steps):
+        step = i * args.num_iterations // args.warmup_steps
+        T = seq_len_at(step, args)
+        accum = grad_accum_steps(tokens_per_step_at(step, args), world_size, args.micro_batch_seqs * T)
+        batches = torch.randint(0, args.vocab_size, (accum, args.micro_batch_seqs, T + 1), device=device)
+        windows = apply_schedules(step, args, raw_model, muon, adam)
+        train_step(model, raw_model, batches, windows, muon, adam, world_size, adam_steps=adam_steps_at(i, args))
+    raw_model.zero_grad(set_to_none=True)
     for part, state in zip((raw_model, muon, adam), saved.values()):
         part.load_state_dict(state)
+    raw_model.embed_tied, raw_model.rotary.window = embed_tied_at(0, args), None  # as built
 
 
 def parameter_counts(model):
@@ -1690,7 +1830,7 @@ def check_start(args, rank, world_size):
                          rank, world_size, args.max_doc_len)
     val_seqs = load_val_sequences(args.val_files, args.val_tokens, args.val_seq_len)
     for stage_start, tokens in parse_batch_schedule(args):
-        grad_accum_steps(tokens, world_size, args.micro_batch_seqs * args.seq_len)
+        grad_accum_steps(tokens, world_size, args.micro_batch_seqs * seq_len_at(stage_start, args))
     for folder in ("logs", f"logs/{args.run_id}"):
         try:
             if os.path.exists(folder) or folder == "logs":
@@ -1852,9 +1992,12 @@ def run_loop(run, step, train_time_ms):
                 clock.stop()
                 if validating and not stop_now:
                     log_validation(run, step, clock.ms)
-                if saving and args.save_checkpoint and run.rank == 0:
+                if saving and args.save_checkpoint:
+                    pending = pending_gradients(run.raw_model, run.adam, run.world_size)
                     path = f"logs/{args.run_id}/{'final' if last else f'step_{step:06d}'}.pt"
-                    save_checkpoint(path, run.raw_model, run.muon, run.adam, run.stream, step, clock.ms, args)
+                    if run.rank == 0:
+                        save_checkpoint(path, run.raw_model, run.muon, run.adam, run.stream, step, clock.ms, args,
+                                        pending)
                 if last or stop_now:
                     if profiler is not None:
                         profiler.stop()
@@ -1862,12 +2005,13 @@ def run_loop(run, step, train_time_ms):
                     return (stop_request[1], step) if stop_now else None
                 clock.start()
             windows, epoch = apply_schedules(step, args, run.raw_model, run.muon, run.adam), run.stream.epoch
-            batches = to_device(run.stream.next_step(tokens_per_step_at(step, args)), run.device)
+            batches = to_device(run.stream.next_step(tokens_per_step_at(step, args), seq_len_at(step, args)),
+                                run.device)
             if run.stream.epoch != epoch:
                 run.log(f"epoch {run.stream.epoch + 1} begins at step {step + 1}, after {run.tokens_before[step]}"
                         " tokens: from here the run repeats its training data")
             loss = train_step(run.model, run.raw_model, batches, windows, run.muon, run.adam, run.world_size,
-                              check_grads=step == 0)
+                              check_grads=step == 0, adam_steps=adam_steps_at(step, args))
             step += 1  # numbered like the log lines: step:1 is the loss of the first step
             if profiler is not None:  # the profiler writes its trace in a step() call: not training time
                 clock.stop()
@@ -1885,7 +2029,7 @@ def run_loop(run, step, train_time_ms):
 
 def log_validation(run, step, train_time_ms):
     args = run.args
-    windows = window_tensor(step, args, run.device)
+    windows = window_tensor(step, args, run.device, validation=step == args.num_iterations)
     loss, bpb = evaluate(run.model, run.val_seqs, args, windows, run.token_bytes, run.rank, run.world_size, run.device)
     run.log(f"step:{step}/{args.num_iterations} val_loss:{loss:.4f} val_bpb:{'n/a' if bpb is None else f'{bpb:.4f}'}"
             f" train_time:{train_time_ms:.0f}ms step_avg:{train_time_ms / max(step, 1):.2f}ms"
@@ -1946,7 +2090,7 @@ def sample(args):
     enc = tiktoken.get_encoding("gpt2")
     prompt_ids = [EOT] + enc.encode_ordinary(args.prompt)
     ids = list(prompt_ids)
-    windows = window_tensor(train_args.num_iterations, train_args, device)
+    windows = window_tensor(train_args.num_iterations, train_args, device, validation=True)
     generator = torch.Generator(device).manual_seed(args.seed)
     for _ in range(args.max_new_tokens):
         padded = ids + [EOT] * (-len(ids) % BLOCK)

@@ -273,6 +273,74 @@ def test_the_2025_12_31_model_gives_its_logits_loss_and_gradients(record_1231, t
                 assert relative(p.grad, their_1231_tensor(theirs, name, grad=True)) < 1e-4, name
 
 
+def test_the_2025_12_31_preset_trains_as_its_code_across_every_schedule_transition(record_1231, proxy_dir):
+    """--preset=2025-12-31 at its model's small size against its GPT, TrainingManager (NorMuon, its two Adams) and
+    loader, with its schedules shrunk to 12 scheduled steps and 3 extension steps, 2 sequences a step: batch 512 ->
+    1024 -> 1536 tokens at steps 4 and 8 (the lr's stages just after), windows 3 -> 7 -> 11 blocks with YaRN, 13 in
+    the extension, Adam on odd steps only, the embedding untied after step 9, the MTP weights falling to [1], the
+    momentum warmed up over 5 steps and cooled over the last 3. Same batches, losses (to 1e-5), and every weight
+    after every step (to 3e-3 of its norm: float noise flips a few signs, of Adam's first update where a gradient
+    is near 0, and of cautious decay's mask; lr 0.6 on the value tables spreads them. Measured: at most 8e-4, the
+    value tables; under 1e-4 for every matrix)."""
+    r, N, extension = record_1231, 15, 3
+    args = r["args"]
+    saved = dict(vars(args))
+    args.num_scheduled_iterations, args.num_extension_iterations, args.num_iterations = N - extension, extension, N
+    args.train_bs_schedule, args.train_bs_extension = (512, 1024, 1536), 1536
+    momentum_defaults = r["get_muon_momentum"].__defaults__
+    r["get_muon_momentum"].__defaults__ = (5, 3, 0.85, 0.95)  # warmup, cooldown steps (300, 50 in the record)
+    r["grad_accum_steps"] = 2  # 8 // world_size in its script: here 2 micro-batches, ours 2 sequences a step
+    try:
+        theirs, mine = paired_1231(r, seed=2)
+        manager = r["TrainingManager"](theirs)
+        loader = r["distributed_data_generator"](f"{proxy_dir}/wiki_train_*.bin", 512, 2048, grad_accum_steps=2)
+        preset = tg.parse_args(["--preset=2025-12-31"])  # its batch stages, shrunk as its are
+        stages = ",".join(f"{start * (N - extension) // 1785}:{tokens // 256}"
+                          for start, tokens in tg.parse_batch_schedule(preset)[1:])
+        ours = tg.parse_args(["--preset=2025-12-31", "--model_dim=128", "--num_heads=2", "--head_dim=64",
+                              "--fp8_head=off", f"--num_iterations={N}", f"--extension_steps={extension}",
+                              "--tokens_per_step=512", f"--batch_schedule={stages}", "--seqs_per_step=2",
+                              "--seq_len=768", "--muon_momentum_warmup_steps=5", "--muon_momentum_cooldown_steps=3"])
+        mine.args = ours
+        my_muon, my_adam = tg.build_optimizers(mine, ours)
+        for step in range(N):
+            manager.advance_schedule(step)
+            micro_batches, their_loss = [], 0
+            for micro in range(2):
+                if micro == 1:
+                    manager.activate_hooks(step)
+                inputs, targets, cu_seqlens = loader.send(manager.train_loader_send_args)
+                loss = theirs(inputs, targets, cu_seqlens, manager.get_forward_args()) / 2
+                loss.backward()
+                their_loss += loss.item() / len(targets)
+                micro_batches.append(torch.cat([inputs.long(), targets[-1:]]))
+            windows = tg.apply_schedules(step, ours, mine, my_muon, my_adam)
+            assert windows.tolist() == [manager.ws_long, manager.ws_short], step
+            assert mine.embed_tied == (not theirs.split_embed), step
+            manager.step_optimizers(step)
+            assert len(micro_batches[0]) - 1 == tg.seq_len_at(step, ours), step
+            my_loss = tg.train_step(mine, mine, torch.stack(micro_batches)[:, None], windows, my_muon, my_adam, 1,
+                                    adam_steps=tg.adam_steps_at(step, ours))
+            assert abs(my_loss.item() / their_loss - 1) < 1e-5, step
+            for name, p in mine.named_parameters():
+                if not (name == "embed.weight" and mine.embed_tied):  # its copy is made on the next step
+                    assert relative(p.detach(), their_1231_tensor(theirs, name).detach()) < 3e-3, (step, name)
+    finally:
+        vars(args).update(saved)
+        r["get_muon_momentum"].__defaults__ = momentum_defaults
+        r["grad_accum_steps"] = 8
+
+
+def test_the_2025_12_31_parameter_count_is_the_records(record_1231):
+    with torch.device("meta"):
+        theirs = record_1231["GPT"](vocab_size=50257, num_layers=11, num_heads=6, head_dim=128, model_dim=768,
+                                    max_seq_len=1024)
+        mine = tg.GPT(tg.parse_args(["--preset=2025-12-31"]))
+    # its packed scalars hold layer 6's two attention lambdas, where there is no attention (and at 1 process no
+    # padding)
+    assert sum(p.numel() for p in theirs.parameters()) == tg.parameter_counts(mine)["total"] + 2
+
+
 def cu_seqlens_of(tokens):
     """The document boundaries the record hands FlashAttention for a 1-D sequence of ours: its EOTs, then its end."""
     return torch.tensor([*np.flatnonzero(tokens.numpy() == tg.EOT), len(tokens)], dtype=torch.int32)
