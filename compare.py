@@ -1,8 +1,9 @@
 """Compare training logs written by train_gpt.py (logs/<run_id>.txt), and keep the records leaderboard.
 
     python compare.py LOG... [--plot out.png]     table of runs (+ val loss vs time and vs tokens)
-    python compare.py LOG... --reference          with the 2025-08-23 record's curve and each run's distance to it
-                                                  (the default for logs of --preset=record)
+    python compare.py LOG... --reference          with the record's curve and each run's distance to it (the
+                                                  default for logs of one record's preset: record, 2025-08-23,
+                                                  2025-12-31)
     python compare.py --leaderboard [--records DIR]   records/*/ as a markdown table, also written into
                                                       records/README.md between the leaderboard markers
 
@@ -40,13 +41,22 @@ STEP_RE = re.compile(r"^step:(\d+)/(\d+)(?=\s|$)(.*)$")
 MEM_RE = re.compile(r"^peak memory (?:allocated|consumption): (\d+) MiB(?: reserved: (\d+) MiB)?")  # new, old
 WARMUP_RE = re.compile(r"^warmup: .* took ([\d.]+)s$")  # torch.compile's untimed warmup steps
 
-# The record --preset=record reproduces: modded-nanogpt track 1, 2025-08-23 (SparseAttnGate), one of its 14 runs
-# (log 020630eb in ../shared/reference, MIT): (step, val loss, train_time ms) on 8xH100, 393,216 tokens a step.
-RECORD_CURVE = [(0, 10.8258, 0), (125, 4.6029, 11781), (250, 4.0788, 23571), (375, 3.8792, 35392),
-                (500, 3.7326, 47422), (625, 3.6468, 59523), (750, 3.5854, 72652), (875, 3.5355, 85664),
-                (1000, 3.4893, 98396), (1125, 3.4387, 110911), (1250, 3.3926, 123554), (1375, 3.3538, 136200),
-                (1500, 3.3189, 148955), (1625, 3.2901, 161726), (1695, 3.2772, 168938)]
-RECORD_TOKENS_PER_STEP = 393_216
+# The records the presets reproduce, modded-nanogpt track 1, each as one of its runs on 8xH100 (its log in
+# ../shared/reference, MIT): (step, val loss, train_time ms, training tokens before the step).
+RECORD_CURVES = {
+    # 2025-08-23 (SparseAttnGate), log 020630eb, one of its 14 runs: 393,216 tokens a step
+    "2025-08-23": [(step, loss, ms, step * 393_216) for step, loss, ms in [
+        (0, 10.8258, 0), (125, 4.6029, 11781), (250, 4.0788, 23571), (375, 3.8792, 35392), (500, 3.7326, 47422),
+        (625, 3.6468, 59523), (750, 3.5854, 72652), (875, 3.5355, 85664), (1000, 3.4893, 98396),
+        (1125, 3.4387, 110911), (1250, 3.3926, 123554), (1375, 3.3538, 136200), (1500, 3.3189, 148955),
+        (1625, 3.2901, 161726), (1695, 3.2772, 168938)]],
+    # 2025-12-31 (GatesToCompiledAdam), log 96a77cab: 131,072 tokens a step, 262,144 from step 595, 393,216 from 1190
+    "2025-12-31": [(step, loss, ms, 131_072 * min(step, 595) + 262_144 * min(max(step - 595, 0), 595)
+                    + 393_216 * max(step - 1190, 0)) for step, loss, ms in [
+        (0, 10.8296, 0), (250, 4.6253, 8652), (500, 4.2940, 17183), (750, 4.0172, 29977), (1000, 3.7649, 45396),
+        (1250, 3.5258, 62396), (1500, 3.3965, 84411), (1750, 3.2991, 106367), (1825, 3.2780, 112971)]],
+}
+PRESET_RECORDS = {"record": "2025-08-23", "2025-08-23": "2025-08-23", "2025-12-31": "2025-12-31"}
 
 ValPoint = namedtuple("ValPoint", "step train_time_ms tokens val_loss val_bpb")
 TrainPoint = namedtuple("TrainPoint", "step train_time_ms tokens train_loss tok_s mfu epoch")
@@ -135,16 +145,17 @@ def parse_log(path):
     return run
 
 
-def record_loss_at(step):
+def record_loss_at(step, record="2025-08-23"):
     """The record's val loss at `step`, linear between its val points (None past its last step)."""
-    for (s0, l0, _), (s1, l1, _) in zip(RECORD_CURVE, RECORD_CURVE[1:]):
+    curve = RECORD_CURVES[record]
+    for (s0, l0, *_), (s1, l1, *_) in zip(curve, curve[1:]):
         if s0 <= step <= s1:
             return l0 + (l1 - l0) * (step - s0) / (s1 - s0)
     return None
 
 
-def summarize(run):
-    """The numbers of a run's table row (None where unknown)."""
+def summarize(run, record=None):
+    """The numbers of a run's table row (None where unknown); delta_record against `record`'s curve."""
     last_val = run["val"][-1] if run["val"] else None
     last = max(run["val"] + run["train"], key=lambda p: p.step)  # at the final step: its val line
     time_ms = last.train_time_ms
@@ -153,7 +164,7 @@ def summarize(run):
         tok_s = last.tokens / (time_ms / 1000)
     mfu = next((p.mfu for p in reversed(run["train"]) if p.mfu is not None), None)
     epoch = next((p.epoch for p in reversed(run["train"]) if p.epoch is not None), None)  # > 1: data was repeated
-    delta = last_val and last_val.val_loss is not None and record_loss_at(last_val.step)
+    delta = record and last_val and last_val.val_loss is not None and record_loss_at(last_val.step, record)
     return dict(run=run["run_id"], last_step=last.step, total_steps=run["total_steps"], tokens=last.tokens,
                 delta_record=last_val.val_loss - delta if delta else None,
                 val_loss=last_val and last_val.val_loss, val_bpb=last_val and last_val.val_bpb,
@@ -176,27 +187,27 @@ def fmt(value, spec):
     return "?" if value is None else format(value, spec)
 
 
-def table(runs, reference=False):
+def table(runs, reference=None):
     """tok/s, mfu and epoch are the last train line's (the latest interval; epoch > 1: the run repeated its data);
-    step_avg covers the whole run. With the reference: the last val loss minus the record's at the same step
-    (negative = ahead of the record)."""
+    step_avg covers the whole run. With a reference (a record's date): the last val loss minus the record's at the
+    same step (negative = ahead of the record)."""
     head = ["run", "steps", "tokens", "epoch", "val_loss", "val_bpb", "train_time_s", "step_avg_ms", "tok/s", "mfu_%",
-            "compile_s", "peak_mem_MiB"] + ["Δ_vs_record"] * reference
+            "compile_s", "peak_mem_MiB"] + ["Δ_vs_record"] * bool(reference)
     body = []
-    for s in map(summarize, runs):
+    for s in (summarize(run, reference) for run in runs):
         body.append([s["run"], f"{s['last_step']}/{s['total_steps']}", human(s["tokens"]), fmt(s["epoch"], "d"),
                      fmt(s["val_loss"], ".4f"), fmt(s["val_bpb"], ".4f"), fmt(s["train_time_s"], ".1f"),
                      fmt(s["step_avg_ms"], ".1f"),
                      fmt(s["tok_s"], ",.0f"), fmt(s["mfu"], ".1f"), fmt(s["compile_s"], ".1f"),
-                     fmt(s["peak_mem"], "d")] + [fmt(s["delta_record"], "+.4f")] * reference)
+                     fmt(s["peak_mem"], "d")] + [fmt(s["delta_record"], "+.4f")] * bool(reference))
     widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
     just = lambda row: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
     return "\n".join([just(head), "  ".join("-" * w for w in widths)] + [just(r) for r in body])
 
 
-def build_figure(runs, reference=False):
+def build_figure(runs, reference=None):
     """Figure with val loss vs train time (s) and vs training tokens; the target line has gid 'target', the
-    record's curve (reference=True) gid 'reference'."""
+    curve of the record `reference` (a date) gid 'reference'."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # headless, and no pyplot global state
     from matplotlib.figure import Figure
     fig = Figure(figsize=(13, 5))
@@ -212,12 +223,11 @@ def build_figure(runs, reference=False):
         if counted:  # no tokens known (old logs): no curve on the tokens panel
             ax_n.plot([p.tokens for p in counted], [p.val_loss for p in counted], marker=".", label=run["run_id"])
     if reference:
-        label = "record 2025-08-23 (8xH100)"
-        for ax, xs in ((ax_t, [ms / 1000 for _, _, ms in RECORD_CURVE]),
-                       (ax_n, [s * RECORD_TOKENS_PER_STEP for s, _, _ in RECORD_CURVE])):
-            ax.plot(xs, [loss for _, loss, _ in RECORD_CURVE], color="black", linestyle=":", marker="x",
-                    gid="reference", label=label)
-        losses += [loss for _, loss, _ in RECORD_CURVE]
+        curve = RECORD_CURVES[reference]
+        for ax, xs in ((ax_t, [ms / 1000 for _, _, ms, _ in curve]), (ax_n, [tokens for *_, tokens in curve])):
+            ax.plot(xs, [loss for _, loss, *_ in curve], color="black", linestyle=":", marker="x", gid="reference",
+                    label=f"record {reference} (8xH100)")
+        losses += [loss for _, loss, *_ in curve]
     for ax, xlabel in ((ax_t, "train time (s)"), (ax_n, "training tokens")):
         has_curves = bool(ax.lines)
         if losses:  # every point in view, step 0 (~10.8) too; a log scale keeps the end of the curves apart
@@ -366,7 +376,8 @@ def main(argv=None):
     ap.add_argument("logs", nargs="*", help="log files (logs/<run_id>.txt)")
     ap.add_argument("--plot", metavar="OUT.png", help="save val loss vs time / vs tokens to this file")
     ap.add_argument("--reference", action=argparse.BooleanOptionalAction, default=None,
-                    help="the 2025-08-23 record's curve and Δ column (default: on when every log is --preset=record)")
+                    help="the record's curve and Δ column (default: on when every log is of one record's preset;"
+                         " the 2025-08-23 record's when they are not)")
     ap.add_argument("--leaderboard", action="store_true", help="print and write the records leaderboard")
     ap.add_argument("--records", default=str(Path(__file__).resolve().parent / "records"), help="records folder")
     args = ap.parse_args(argv)
@@ -381,9 +392,9 @@ def main(argv=None):
                 print(f"compare.py: skipping {e}", file=sys.stderr)
         if args.logs and not runs:
             raise LogError("none of the logs has a step line")
-        reference = args.reference
-        if reference is None:
-            reference = bool(runs) and all(r["hyperparameters"].get("preset") == "record" for r in runs)
+        records = {PRESET_RECORDS.get(r["hyperparameters"].get("preset")) for r in runs}
+        one = next(iter(records)) if len(records) == 1 else None
+        reference = (one if args.reference is None else (one or "2025-08-23") if args.reference else None)
         if runs:
             print(table(runs, reference))
             for members in groups(runs):

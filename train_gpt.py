@@ -8,9 +8,10 @@ train_gpt.py: train a GPT-2-class model from scratch on FineWeb as fast as possi
 
 Any Hyperparameters field can be set as --field=value. The defaults (--preset=record) are exactly the math of
 modded-nanogpt's track-1 record of 2025-08-23 (3.2787 mean val loss at step 1695 on 8xH100), on any number of
-GPUs. Each trick is one flag; the first group is that record's (on by default), the second came in later records
-(off by default; the presets smear, polar, backout, bigram and stack turn them on; those of 2025-12-31 are flags
-until its preset lands):
+GPUs; --preset=2025-12-31 is the math of the record of 2025-12-31 (3.2789 at step 1825 in 112.97 s on 8xH100), its
+model, optimizers and schedules, checked against its code as the defaults are against theirs. Each trick is one
+flag; the first group is that record's (on by default), the second came in later records (off by default; the
+presets 2025-12-31, smear, polar, backout, bigram and stack turn them on):
     rope_fraction      partial RoPE: rotary on this fraction of each head's dims, the rest position-free
     qk_norm            RMS-normalise queries and keys; attention scale is attn_scale
     mlp_act            the 4x MLP's activation: ReLU squared or GELU
@@ -1315,15 +1316,26 @@ class Adam(torch.optim.Optimizer):
         self.moment_dtype = torch.float32 if args.adam_fp32_state else None
 
     @torch.no_grad()
+    def hold(self):
+        """Keep this step's gradients (averaged over the ranks) for the next step(), which adds them first: the
+        same sum in the same order for any number of processes (record 2025-12-31 sums before averaging)."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    state = self.state[p]
+                    state["pending"] = state["pending"] + p.grad if "pending" in state else p.grad
+
+    @torch.no_grad()
     def step(self):
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]  # the embedding waits while it is tied
             for p in params:
-                if not self.state[p]:
+                state = self.state[p]
+                if "exp_avg" not in state:
                     zeros = lambda: torch.zeros_like(p, dtype=self.moment_dtype)
-                    self.state[p].update(step=0, exp_avg=zeros(), exp_avg_sq=zeros())
-                self.state[p]["step"] += 1
-            grads = [p.grad for p in params]
+                    state.update(step=0, exp_avg=zeros(), exp_avg_sq=zeros())
+                state["step"] += 1
+            grads = [self.state[p].pop("pending") + p.grad if "pending" in self.state[p] else p.grad for p in params]
             m, v = [self.state[p]["exp_avg"] for p in params], [self.state[p]["exp_avg_sq"] for p in params]
             beta1, beta2 = group["betas"]
             torch._foreach_mul_(m, beta1)
@@ -1338,6 +1350,13 @@ class Adam(torch.optim.Optimizer):
                 agree = [(u * p > 0).to(p.dtype) for u, p in zip(updates, params)]
                 torch._foreach_addcmul_(updates, params, agree, value=group["weight_decay"] * group["lr"] ** 2)
             torch._foreach_sub_(params, updates)
+
+    def load_state_dict(self, state_dict):
+        """As torch's, but the moments keep the dtype they were saved in (torch's casts them to the parameter's)."""
+        super().load_state_dict(state_dict)
+        params = [p for group in self.param_groups for p in group["params"]]
+        for i, saved in state_dict["state"].items():
+            self.state[params[i]].update({k: v.to(params[i].device) for k, v in saved.items() if torch.is_tensor(v)})
 
 
 # Record 2025-12-31's Adam groups (adam_recipe): its lr 0.008 and weight decay 0.005 times each parameter's lr_mul
@@ -1688,16 +1707,9 @@ def save_atomically(state, path):
     os.replace(path + ".tmp", path)
 
 
-def pending_gradients(model, adam, world_size):
-    """The gradients Adam has summed but not stepped on yet (adam_every), averaged over the ranks now (on every
-    rank: the step that uses them averages again, the same sum), by parameter name, for a checkpoint."""
-    all_reduce_mean(adam_gradients(adam), world_size)()
-    return {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
-
-
-def save_checkpoint(path, model, muon, adam, stream, step, train_time_ms, args, pending=None):
+def save_checkpoint(path, model, muon, adam, stream, step, train_time_ms, args):
     """Everything a resume needs; then the oldest step_*.pt beyond the newest keep_checkpoints go."""
-    save_atomically(dict(args=dataclasses.asdict(args), step=step, train_time_ms=train_time_ms, pending=pending or {},
+    save_atomically(dict(args=dataclasses.asdict(args), step=step, train_time_ms=train_time_ms,
                          model=model.state_dict(), muon=muon.state_dict(), adam=adam.state_dict(),
                          stream=stream.state_dict(), rng=torch.get_rng_state(),
                          cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None), path)
@@ -1741,13 +1753,9 @@ def find_checkpoint(resume, run_id):
 
 
 def restore(state, model, muon, adam, stream):
-    """Restore model, optimizers, loader position, pending gradients and RNG from a checkpoint's contents;
-    -> (step, train_time_ms)."""
+    """Restore model, optimizers, loader position and RNG from a checkpoint's contents; -> (step, train_time_ms)."""
     for name, part in dict(model=model, muon=muon, adam=adam, stream=stream).items():
         part.load_state_dict(state[name])
-    pending = state.get("pending", {})
-    for name, p in model.named_parameters():
-        p.grad = pending[name].to(p.device) if name in pending else None
     model.embed_tied = embed_tied_at(max(state["step"] - 1, 0), model.args)  # as the last step left it
     torch.set_rng_state(state["rng"])
     if state["cuda_rng"] is not None and torch.cuda.is_available():
@@ -1773,8 +1781,8 @@ def export_weights(args, checkpoint):
 
 def train_step(model, raw_model, micro_batches, windows, muon, adam, world_size, check_grads=False, adam_steps=True):
     """Forward/backward over this rank's micro-batches, average gradients over micro-batches and ranks, then
-    step Muon, and Adam if adam_steps (else its gradients add up until it does, as record 2025-12-31's do).
-    -> train loss per token (a device tensor: no host sync here)."""
+    step Muon, and Adam if adam_steps (else Adam holds the gradients until it does, as record 2025-12-31's add
+    up). -> train loss per token (a device tensor: no host sync here)."""
     loss_sum = 0
     for batch in micro_batches:
         loss = model(batch[:, :-1], batch[:, 1:], windows)
@@ -1782,18 +1790,14 @@ def train_step(model, raw_model, micro_batches, windows, muon, adam, world_size,
         loss_sum += loss.detach()
     if check_grads:
         check_gradients(raw_model)
-    wait_adam = all_reduce_mean(adam_gradients(adam), world_size) if adam_steps else lambda: None
+    wait_adam = all_reduce_mean([p.grad for group in adam.param_groups for p in group["params"]
+                                 if p.grad is not None], world_size)  # none for the embedding while it is tied
     muon.step()  # reduces its own gradients, overlapping the Adam all-reduce
     muon.zero_grad(set_to_none=True)
-    if adam_steps:
-        wait_adam()
-        adam.step()
-        adam.zero_grad(set_to_none=True)
+    wait_adam()
+    adam.step() if adam_steps else adam.hold()
+    adam.zero_grad(set_to_none=True)
     return loss_sum / (len(micro_batches) * (micro_batches.size(-1) - 1))  # the loss is summed per sequence
-
-
-def adam_gradients(adam):
-    return [p.grad for group in adam.param_groups for p in group["params"] if p.grad is not None]  # none: tied
 
 
 def warmup_compile(model, raw_model, args, muon, adam, device, world_size):
@@ -1826,7 +1830,7 @@ def check_start(args, rank, world_size):
     """Everything that can be known wrong before the log is created: data, batch arithmetic, where the log and
     checkpoints go. A failed start leaves no file behind and does not use up the run_id. -> the train stream
     and the val sequences, read once here."""
-    stream = TokenStream(args.train_files, args.seq_len, args.micro_batch_seqs, args.seed, args.align_to_doc,
+    stream = TokenStream(args.train_files, seq_len_at(0, args), args.micro_batch_seqs, args.seed, args.align_to_doc,
                          rank, world_size, args.max_doc_len)
     val_seqs = load_val_sequences(args.val_files, args.val_tokens, args.val_seq_len)
     for stage_start, tokens in parse_batch_schedule(args):
@@ -1992,12 +1996,9 @@ def run_loop(run, step, train_time_ms):
                 clock.stop()
                 if validating and not stop_now:
                     log_validation(run, step, clock.ms)
-                if saving and args.save_checkpoint:
-                    pending = pending_gradients(run.raw_model, run.adam, run.world_size)
+                if saving and args.save_checkpoint and run.rank == 0:
                     path = f"logs/{args.run_id}/{'final' if last else f'step_{step:06d}'}.pt"
-                    if run.rank == 0:
-                        save_checkpoint(path, run.raw_model, run.muon, run.adam, run.stream, step, clock.ms, args,
-                                        pending)
+                    save_checkpoint(path, run.raw_model, run.muon, run.adam, run.stream, step, clock.ms, args)
                 if last or stop_now:
                     if profiler is not None:
                         profiler.stop()

@@ -268,10 +268,23 @@ def test_reference_curve_and_delta_column(tmp_path):
     assert head.split()[-1] == "Δ_vs_record"
     assert row.split()[-1] == f"{4.00 - 4.0788:+.4f}"  # the record's val loss at step 250 is 4.0788
     assert compare.record_loss_at(125 + 50) == pytest.approx(4.6029 + (4.0788 - 4.6029) * 50 / 125)
-    figure = compare.build_figure([compare.parse_log(log)], reference=True)
+    figure = compare.build_figure([compare.parse_log(log)], reference="2025-08-23")
     for axes in figure.axes:
         curve = [line for line in axes.get_lines() if line.get_gid() == "reference"]
-        assert len(curve) == 1 and list(curve[0].get_ydata()) == [loss for _, loss, _ in compare.RECORD_CURVE]
+        assert len(curve) == 1 and list(curve[0].get_ydata()) == [c[1] for c in compare.RECORD_CURVES["2025-08-23"]]
     cpu = write_log(tmp_path / "c.txt", "cpu", [10.83, 7.5])  # another preset: no reference unless asked
     assert "Δ_vs_record" not in run_cli(cpu, cwd=tmp_path).stdout
     assert "Δ_vs_record" in run_cli(cpu, "--reference", cwd=tmp_path).stdout
+
+
+def test_a_2025_12_31_log_gets_its_records_curve_with_its_growing_batches(tmp_path):
+    """--preset=2025-12-31: Δ against that record's val loss (4.6253 at step 250), and its curve on the tokens
+    panel at the tokens its batch schedule had trained on (131,072 a step to 595, 262,144 to 1190, then 393,216)."""
+    log = write_log(tmp_path / "n.txt", "new", [10.83, 4.60], every=250, tps=131072,
+                    extra_hp={"preset": "2025-12-31"})
+    row = run_cli(log, cwd=tmp_path).stdout.splitlines()[2]
+    assert row.split()[-1] == f"{4.60 - 4.6253:+.4f}"
+    figure = compare.build_figure([compare.parse_log(log)], reference="2025-12-31")
+    tokens = [line for line in figure.axes[1].get_lines() if line.get_gid() == "reference"][0].get_xdata()
+    assert list(tokens[[2, 5, 8]]) == [500 * 131072, 595 * 131072 + 595 * 262144 + 60 * 393216,
+                                       595 * 131072 + 595 * 262144 + 635 * 393216]

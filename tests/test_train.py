@@ -149,6 +149,37 @@ def test_n_processes_log_the_losses_of_one_process_on_real_text(proxy_dir, tmp_p
         assert max(abs(one[key] / many[key] - 1) for key in early) < 1e-4, (one, many)
 
 
+# --preset=2025-12-31 at a CPU size, its schedules over 12 steps (the last 2 its extension): 2 sequences a step of
+# 512, then 1024 (step 4), then 1536 tokens (step 7), windows 3 -> 7 -> 11 -> 13 blocks with YaRN, Adam on odd steps,
+# the embedding untied after step 7, the final validation's window 20
+PRESET_1231_CPU = ["--preset=2025-12-31", "--model_dim=64", "--num_heads=2", "--head_dim=32", "--num_iterations=12",
+                   "--extension_steps=2", "--tokens_per_step=1024", "--batch_schedule=4:2048,7:3072",
+                   "--seqs_per_step=2", "--seq_len=1536", "--muon_momentum_warmup_steps=3",
+                   "--muon_momentum_cooldown_steps=2", "--val_loss_every=4", "--val_tokens=4096", "--val_seq_len=1024",
+                   "--train_log_every=1", "--compile=false", "--warmup_steps=0", "--fp8_head=off",
+                   "--checkpoint_every=5"]
+
+
+def test_the_2025_12_31_preset_runs_the_same_on_1_and_2_processes_and_resumes_across_them(proxy_dir, tmp_path):
+    """1 and 2 processes log the same losses and end with the same weights, bit for bit (Adam's gradients are
+    averaged every step and held, so both add the same terms in the same order); the 2-process checkpoint after
+    step 5 (Adam holding step 4's gradients) continues on 1 process with the same losses and weights."""
+    data = [f"--train_files={proxy_dir}/wiki_train_*.bin", f"--val_files={proxy_dir}/wiki_val_*.bin"]
+    run(tmp_path, *PRESET_1231_CPU, *data, "--run_id=one", env=dict(os.environ, OMP_NUM_THREADS="2"))
+    torchrun_env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    run(tmp_path, *PRESET_1231_CPU, *data, "--run_id=two", nproc=2, env=torchrun_env)
+    run(tmp_path, *PRESET_1231_CPU, *data, "--run_id=resumed", "--resume=logs/two/step_000005.pt")
+    logs = {r: {(step, kind): loss for kind in ("train", "val") for step, loss in
+                step_lines(tmp_path / f"logs/{r}.txt", kind).items()} for r in ("one", "two", "resumed")}
+    assert len(logs["one"]) == 12 + 4 and logs["one"] == logs["two"]
+    assert logs["resumed"] == {key: loss for key, loss in logs["one"].items() if key[0] > 5 or key == (5, "val")}
+    weights = [torch.load(tmp_path / f"logs/{r}/final.pt", weights_only=False)["model"] for r in logs]
+    assert all([k for k in weights[0] if not torch.equal(weights[0][k], w[k])] == [] for w in weights[1:])
+    assert "tokens:" in (text := (tmp_path / "logs/one.txt").read_text()) and "world_size: 2" in (
+        tmp_path / "logs/two.txt").read_text()
+    assert re.search(r"step:12/12 .*tokens:25600\b", text)  # 4 x 1024 + 3 x 2048 + 5 x 3072
+
+
 def test_non_finite_loss_stops_the_run_naming_the_step(synthetic_data, tmp_path):
     _, data_args = synthetic_data
     result = run(tmp_path, *TINY, *data_args, "--num_iterations=20", "--train_log_every=5", "--scalar_lr=1e30",
