@@ -215,6 +215,7 @@ LATER_TRICKS = {
 
 PRESETS = {
     "record": {},  # the defaults: 8xH100, or fewer GPUs through gradient accumulation
+    "2025-08-23": {},  # the defaults, by the record's date (record moves to 2025-12-31 once the GPU checks hold)
     **LATER_TRICKS,
     "stack": {name: value for trick in LATER_TRICKS.values() for name, value in trick.items()},  # all of them
     # record 2025-12-31 (1825 steps, 3.2789 in 112.97 s on 8xH100), checked against its code in tests/test_record.py
@@ -1801,12 +1802,16 @@ def train_step(model, raw_model, micro_batches, windows, muon, adam, world_size,
 
 
 def warmup_compile(model, raw_model, args, muon, adam, device, world_size):
-    """Untimed steps on random tokens so torch.compile builds its kernels; then restore every state."""
+    """Untimed steps on random tokens so torch.compile builds its kernels (warmup_steps across the run, and the first
+    of each graph's: record 2025-12-31's batch stages and untying); then restore every state. -> steps run"""
     if args.warmup_steps <= 0:
-        return
+        return 0
     saved = copy.deepcopy(dict(model=raw_model.state_dict(), muon=muon.state_dict(), adam=adam.state_dict()))
-    for i in range(args.warmup_steps):
-        step = i * args.num_iterations // args.warmup_steps
+    N, steps = args.num_iterations, {i * args.num_iterations // args.warmup_steps for i in range(args.warmup_steps)}
+    firsts = {}  # the first step of each sequence length and tie of the embedding: each traces a graph of its own
+    for step in range(N):
+        firsts.setdefault((seq_len_at(step, args), embed_tied_at(step, args)), step)
+    for i, step in enumerate(sorted(steps | set(firsts.values()))):
         T = seq_len_at(step, args)
         accum = grad_accum_steps(tokens_per_step_at(step, args), world_size, args.micro_batch_seqs * T)
         batches = torch.randint(0, args.vocab_size, (accum, args.micro_batch_seqs, T + 1), device=device)
@@ -1816,6 +1821,7 @@ def warmup_compile(model, raw_model, args, muon, adam, device, world_size):
     for part, state in zip((raw_model, muon, adam), saved.values()):
         part.load_state_dict(state)
     raw_model.embed_tied, raw_model.rotary.window = embed_tied_at(0, args), None  # as built
+    return i + 1
 
 
 def parameter_counts(model):
@@ -1874,9 +1880,8 @@ def train(args, argv, checkpoint):
     model = torch.compile(raw_model, mode=args.compile_mode or None, dynamic=False) if args.compile else raw_model
     muon, adam = build_optimizers(raw_model, args, rank, world_size)
     warmup_start = time.perf_counter()
-    warmup_compile(model, raw_model, args, muon, adam, device, world_size)
-    if args.warmup_steps > 0:
-        log(f"warmup: {args.warmup_steps} untimed steps (compilation) took {time.perf_counter() - warmup_start:.1f}s")
+    if warmed := warmup_compile(model, raw_model, args, muon, adam, device, world_size):
+        log(f"warmup: {warmed} untimed steps (compilation) took {time.perf_counter() - warmup_start:.1f}s")
 
     token_bytes = gpt2_token_bytes(args.vocab_size)
     step, train_time_ms = 0, 0.0

@@ -22,6 +22,7 @@ def test_preset_then_overrides():
     assert args.num_layers == 6 and args.model_dim == tg.PRESETS["cpu"]["model_dim"]
     record = tg.parse_args(["--preset=record"])
     assert record == tg.dataclasses.replace(tg.parse_args([]), preset="record")  # record = the defaults
+    assert tg.parse_args(["--preset=2025-08-23"]) == tg.dataclasses.replace(record, preset="2025-08-23")
 
 
 @pytest.mark.parametrize("argv,message", [

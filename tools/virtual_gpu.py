@@ -362,8 +362,10 @@ def fake_step(tg, argv):
         model = model.to_empty(device=device)
         model.use_fp8 = tg.use_fp8_head(args.fp8_head, device)
         muon, adam = tg.build_optimizers(model, args)
-        accum = tg.grad_accum_steps(args.tokens_per_step, 1, args.micro_batch_seqs * args.seq_len)
-        batch = torch.zeros(1, args.micro_batch_seqs, args.seq_len + 1, dtype=torch.long, device=device)
+        last = args.num_iterations - 1  # a batch schedule's last stage: its longest sequences
+        T = tg.seq_len_at(last, args)
+        accum = tg.grad_accum_steps(tg.tokens_per_step_at(last, args), 1, args.micro_batch_seqs * T)
+        batch = torch.zeros(1, args.micro_batch_seqs, T + 1, dtype=torch.long, device=device)
     windows = tg.apply_schedules(0, args, model, muon, adam)  # outside: pinned host memory is not fakeable
     with fake, LiveBytes() as live:
         for t in [*model.parameters(), *model.buffers()]:
@@ -375,7 +377,7 @@ def fake_step(tg, argv):
                   *(t for opt in (muon, adam) for state in opt.state.values() for t in state.values())]:
             live_eval.track(t)
         model.eval()
-        rows = max(1, args.micro_batch_seqs * args.seq_len // args.val_seq_len)
+        rows = max(1, args.micro_batch_seqs * T // args.val_seq_len)
         val = torch.zeros(rows, args.val_seq_len + 1, dtype=torch.long, device=device)
         model(val[:, :-1], val[:, 1:], windows)
     bf16 = all(dtypes == ["torch.bfloat16"] * 3 and kind == BlockMask.__name__ for dtypes, kind in seen)
@@ -416,6 +418,9 @@ def null_gpu_run(tg, argv, steps):
     import torch._dynamo
     from torch._dynamo.utils import counters as dynamo_counters
 
+    stages = tg.parse_batch_schedule(tg.parse_args(argv))
+    # a short run: a batch schedule's last stage throughout (its longest sequences), no extension steps
+    argv = [*argv, f"--tokens_per_step={stages[-1][1]}", "--batch_schedule=", "--extension_steps=0"]
     args = tg.parse_args(argv)
     count_kernel_bytes()
     count_fused_matmuls(tg)
