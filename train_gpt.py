@@ -936,7 +936,7 @@ GATE_CHANNELS = 12  # attention and smear gates read the first 12 channels (reco
 
 
 def offset_keys(k):
-    """k (B, T, H, hd) with the position-free half of each RoPE pair half (dims hd/4..hd/2 and 3hd/4..hd) taken
+    """k (B, T, H, hd) with dims hd/4..hd/2 and 3hd/4..hd (the pairs RoPE leaves still at rope_fraction 0.5) taken
     from the previous position: a query can then find the token after an earlier copy of its own (record 2025-12-31)."""
     hd = k.size(-1)
     free = (torch.arange(hd, device=k.device) % (hd // 2)) >= hd // 4
@@ -1287,8 +1287,9 @@ class Muon(torch.optim.Optimizer):
     def apply_update(self, p, update, group):
         """p: a matrix, or a stack of matrices (Q, K, V) updated each on its own."""
         args, state, (rows, cols) = self.args, self.state[p], p.shape[-2:]
-        if args.normuon:  # NorMuon (Li et al. 2025) as record 2025-12-31 computes it: each line of the update
-            # along its longer side (rows of a square matrix) divided by the RMS of its history, the norm kept
+        if args.normuon:  # NorMuon (Li et al. 2025) as record 2025-12-31 computes it: each row or column of the
+            # update, whichever there are more of (rows of a square matrix), divided by its RMS's running average;
+            # the update's norm kept
             across = -2 if rows < cols else -1
             mean_square = update.float().square().mean(dim=across, keepdim=True)
             norm = lambda scale: (mean_square * update.size(across) * scale).sum(dim=(-2, -1), keepdim=True).sqrt()
@@ -2093,6 +2094,7 @@ def sample(args):
           " are ignored; --prompt, --max_new_tokens, --temperature, --top_k, --seed, --device apply", file=sys.stderr)
     model = build_model(train_args, device).eval()
     model.load_state_dict(state["model"])
+    model.embed_tied = embed_tied_at(max(state["step"] - 1, 0), train_args)  # as the run's last step left it
     enc = tiktoken.get_encoding("gpt2")
     prompt_ids = [EOT] + enc.encode_ordinary(args.prompt)
     ids = list(prompt_ids)

@@ -317,7 +317,9 @@ def test_train_time_counts_every_step_once_with_checkpoints(synthetic_data, tmp_
     val = [float(t) for t in re.findall(r"^step:\d+/4 val_loss:\S+ val_bpb:\S+ train_time:(\d+)ms", text, re.M)]
     deltas = [b - a for a, b in zip(train, train[1:])]
     assert len(deltas) == 4 and all(0 < d < 1000 * pause_s for d in deltas), deltas  # pauses before steps 1, 3, 4
-    assert len(val) == 3 and abs(val[1] - train[2]) <= 1 and abs(val[2] - train[4]) <= 1, (val, train)
+    # a val line's train_time is its step's, plus the host time from writing the train line to stopping the clock
+    # (1-2 ms on loaded cores; a clock that ran through the pause would add 4000)
+    assert len(val) == 3 and all(0 <= v - t < 100 for v, t in [(val[1], train[2]), (val[2], train[4])]), (val, train)
 
 
 def test_tok_s_after_a_resume_is_the_steps_own(synthetic_data, tiny_checkpoint, tmp_path):
