@@ -135,6 +135,8 @@ class Hyperparameters:
     softcap_form: Literal["tanh", "sigmoid", "shifted"] = "sigmoid"  # shifted: c*sigmoid((z+5)/7.5) (2025-12-31)
     multi_token: bool = False  # each position also learns the 2nd and 3rd token ahead, weights by mtp_weights_at()
     fp8_head: Literal["auto", "on", "off"] = "auto"  # auto: on for compute capability >= 8.9
+    fp8_head_scales: tuple[float, ...] = ()  # x, w, grad static scales times 448 (record 2025-12-31: 100, 1.6, 0.75);
+    #                                          () = sqrt(model_dim), 448 / 2**9, 1 (record 2025-08-23)
     no_attn_layers: tuple[int, ...] = (7,)  # record 2025-08-23: no attention in layer 7
     no_mlp_layers: tuple[int, ...] = ()
     norm_after_embed: bool = True
@@ -227,9 +229,9 @@ PRESETS = {
         smear_gate=True, backout=True, logit_softcap=23.0, softcap_form="shifted", multi_token=True,
         window_tokens=True, window_schedule=(3, 7, 11), window_blocks_end=13, val_window_blocks=20, muon_lr=0.023,
         muon_lr_muls=(2.0, 2.0, 4.0), muon_ortho="polar", normuon=True, muon_weight_decay=1.2, cautious_wd=True,
-        muon_momentum_cooldown_steps=50, adam_recipe="2025-12-31", adam_eps=1e-8, adam_every=2,
-        adam_fp32_state=True, num_iterations=1825, extension_steps=40, cooldown_frac=0.5, lr_peaks=(1.0, 1.52, 1.73),
-        val_loss_every=250),
+        muon_momentum_cooldown_steps=50, fp8_head_scales=(100.0, 1.6, 0.75), adam_recipe="2025-12-31",
+        adam_eps=1e-8, adam_every=2, adam_fp32_state=True, num_iterations=1825, extension_steps=40, cooldown_frac=0.5,
+        lr_peaks=(1.0, 1.52, 1.73), val_loss_every=250),
     # one 24 GB card: the record's math with 32K-token sequences (12 accumulation steps) so activations fit;
     # its peak on the virtual 4090 and under a 24 GB cap on a real GPU is in README; 48K runs out of memory
     "4090": dict(seq_len=32 * 1024, val_seq_len=32 * 1024),
@@ -744,11 +746,13 @@ class FP8HeadLoss(torch.autograd.Function):
     computed by torch._scaled_mm with x and w in e4m3. The logits' gradient is computed with the loss and kept
     in e5m2, so backward never reads the logits (bf16, twice its size) again (what that saves: README's performance
     table). Static scales as record 2025-08-23's FP8 head: x / (sqrt(D)/448), w / 2**-9, and
-    the gradient / (1/448/B), since a summed loss's logit gradient is at most 1 (here 1/B)."""
+    the gradient / (1/448/B), since a summed loss's logit gradient is at most 1 (here 1/B); or `scales` / 448 (the
+    gradient's / B too)."""
 
     @staticmethod
-    def forward(ctx, x, w, targets, B, c, form, mtp_weights=None):
-        x_scale, w_scale, grad_scale = x.size(1) ** 0.5 / 448, 2 ** -9, 1 / 448 / B
+    def forward(ctx, x, w, targets, B, c, form, mtp_weights=None, scales=()):
+        x_scale, w_scale, grad_scale = (s / 448 for s in scales or (x.size(1) ** 0.5, 448 * 2 ** -9, 1))
+        grad_scale = grad_scale / B
         x_f8 = (x / x_scale).to(torch.float8_e4m3fn)
         w_f8 = (w / w_scale).to(torch.float8_e4m3fn)
         scales = [x.new_full((), s, dtype=torch.float32) for s in (x_scale, w_scale, grad_scale)]  # no host copy
@@ -780,7 +784,7 @@ class FP8HeadLoss(torch.autograd.Function):
                                   out_dtype=torch.bfloat16)
         grad_w = torch._scaled_mm(x_f8.T.contiguous(), grad_f8.T.contiguous().T, scale_a=scale_x, scale_b=scale_g,
                                   out_dtype=torch.float32).T
-        return grad_x, grad_w, None, None, None, None, None
+        return grad_x, grad_w, None, None, None, None, None, None
 
 
 def use_fp8_head(setting, device):
@@ -1135,7 +1139,7 @@ class GPT(nn.Module):
         mtp = self.mtp_weights if args.multi_token else None
         if self.use_fp8 and self.training and targets is not None:  # validation in bf16, as the record evaluates
             return FP8HeadLoss.apply(x, self.lm_head.weight, targets.reshape(-1), B, args.logit_softcap,
-                                     args.softcap_form, mtp)
+                                     args.softcap_form, mtp, args.fp8_head_scales)
         # (rows, V) in fp32; under torch.compile the cast fuses into the loss kernel
         logits = lambda rows: softcap(self.lm_head(rows).float(), args.logit_softcap, args.softcap_form)
         if targets is None:

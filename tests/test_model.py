@@ -101,17 +101,21 @@ def test_model_on_the_flex_path_equals_the_dense_path(monkeypatch):
     assert dense.std() > 0.1 and (flex - dense).abs().max().item() < 1e-4
 
 
-@pytest.mark.parametrize("c,form,mtp", [(30.0, "sigmoid", None), (15.0, "tanh", None), (23.0, "shifted", None),
-                                        (0.0, "sigmoid", None), (23.0, "shifted", [1.0, 0.5, 0.2])])
-def test_fp8_head_loss_and_gradients_match_fp32_within_tolerance(c, form, mtp):
+@pytest.mark.parametrize("c,form,mtp,scales", [(30.0, "sigmoid", None, ()), (15.0, "tanh", None, ()),
+                                               (23.0, "shifted", None, ()), (0.0, "sigmoid", None, ()),
+                                               (23.0, "shifted", [1.0, 0.5, 0.2], ()),
+                                               (23.0, "shifted", [1.0, 0.5, 0.2], (100.0, 1.6, 0.75))])
+def test_fp8_head_loss_and_gradients_match_fp32_within_tolerance(c, form, mtp, scales):
     torch.manual_seed(0)
     B, N, D, V = 2, 256, 128, 512
     x = tg.norm(torch.randn(N, D)).requires_grad_()
     w = (torch.randn(V, D) * 0.3).requires_grad_()  # logits of std ~3: the caps bend them
     targets = torch.where(torch.arange(N) % 2 == 0, (x @ w.T).argmax(1), torch.randint(0, V, (N,)))  # half learned
     weights = None if mtp is None else torch.tensor(mtp)
-    loss = tg.FP8HeadLoss.apply(x, w, targets, B, c, form, weights)
+    loss = tg.FP8HeadLoss.apply(x, w, targets, B, c, form, weights, scales)
     loss.backward()
+    if scales:  # record 2025-12-31's scales: another rounding of the same values
+        assert loss.item() != tg.FP8HeadLoss.apply(x, w, targets, B, c, form, weights).item()
     x32, w32 = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
     z = tg.softcap(x32 @ w32.T, c, form)
     ref = (F.cross_entropy(z, targets, reduction="sum") if mtp is None
