@@ -1,7 +1,8 @@
-"""--preset=record against the record's own code: modded-nanogpt's train_gpt.py of 2025-08-23, as its log in
-../shared/reference carries it, executed here on CPU by tools/record.py with its CUDA-only pieces swapped
-for CPU equivalents (dense masks for FlexAttention, matmuls for its Newton-Schulz kernels, in fp32, the fp32
-lm_head for the FP8 op, one process for its collectives). Skipped without ../shared."""
+"""The record presets against the records' own code: modded-nanogpt's train_gpt.py of 2025-08-23 (--preset=record)
+and of 2025-12-31 (--preset=2025-12-31), as their logs in ../shared/reference carry them, executed here on CPU by
+tools/record.py with their CUDA-only pieces swapped for CPU equivalents (dense masks for FlexAttention and
+FlashAttention-3, matmuls for their Newton-Schulz / Polar Express kernels, in fp32, the fp32 lm_head for the FP8
+op, one process for their collectives). Skipped without ../shared."""
 import sys
 
 import numpy as np
@@ -179,7 +180,7 @@ def test_parameter_count_is_the_records(record):
 
 
 # -----------------------------------------------------------------------------
-# The 2025-12-31 record on CPU (issue 22's oracle; the preset that follows its math is still to come)
+# The 2025-12-31 record on CPU, and --preset=2025-12-31 beside it
 
 
 @pytest.fixture(scope="session")
@@ -193,7 +194,7 @@ def small_1231_model(record_1231):
                               max_seq_len=2048)
 
 
-# the 2025-12-31 record's model as flags of ours (its optimizers and schedules: still to come)
+# the 2025-12-31 record's model as flags of ours (its preset adds its optimizers and schedules)
 MODEL_1231 = ["--num_layers=11", "--no_attn_layers=6", "--window_pattern=SSSLSSSSSSL",
               "--value_embed_layout=12......012", "--ve_gate=true", "--sa_lambdas=true", "--resid_lambda_init=1.1",
               "--qkv_init=1", "--unet_skips=false", "--gated_skip=3,6", "--key_offset=true", "--yarn=true",
