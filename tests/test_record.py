@@ -194,25 +194,17 @@ def small_1231_model(record_1231):
                               max_seq_len=2048)
 
 
-# the 2025-12-31 record's model as flags of ours (its preset adds its optimizers and schedules)
-MODEL_1231 = ["--num_layers=11", "--no_attn_layers=6", "--window_pattern=SSSLSSSSSSL",
-              "--value_embed_layout=12......012", "--ve_gate=true", "--sa_lambdas=true", "--resid_lambda_init=1.1",
-              "--qkv_init=1", "--unet_skips=false", "--gated_skip=3,6", "--key_offset=true", "--yarn=true",
-              "--attn_scale=0.1", "--tied_embed_until=0.6667", "--smear_gate=true", "--backout=true",
-              "--logit_softcap=23", "--softcap_form=shifted", "--multi_token=true", "--window_tokens=true",
-              "--max_doc_len=2048", "--fp8_head=off"]
-
-
 def paired_1231(record_1231, seed=0):
-    """Its GPT (small_1231_model) and ours with its flags at the same size, with the same weights, all randomised
-    so that every path carries gradient."""
+    """Its GPT (small_1231_model) and ours (--preset=2025-12-31) at the same size, with the same weights, all
+    randomised so that every path carries gradient."""
     torch.manual_seed(seed)
     theirs = small_1231_model(record_1231)
     theirs.lm_head.use_fp8 = False  # its FP8 op is CUDA's
     with torch.no_grad():
         for p in theirs.parameters():
             p.copy_(torch.randn_like(p) * (0.5 if p.ndim < 2 else 0.05) + (0.5 if p.ndim < 2 else 0))
-    mine = tg.GPT(tg.parse_args(["--model_dim=128", "--num_heads=2", "--head_dim=64", *MODEL_1231]))
+    mine = tg.GPT(tg.parse_args(["--preset=2025-12-31", "--model_dim=128", "--num_heads=2", "--head_dim=64",
+                                 "--fp8_head=off"]))
     for name, p in mine.named_parameters():
         with torch.no_grad():
             p.copy_(their_1231_tensor(theirs, name))
@@ -242,7 +234,7 @@ def their_1231_tensor(theirs, name, grad=False):
 
 @pytest.mark.parametrize("training, tied, grown", [(True, True, False), (True, False, True), (False, True, True)])
 def test_the_2025_12_31_model_gives_its_logits_loss_and_gradients(record_1231, training, tied, grown):
-    """Its flags give its model: the same lm_head output, loss (training: with multi-token weights; validation:
+    """--preset=2025-12-31 gives its model: the same lm_head output, loss (training: with multi-token weights; validation:
     the mean) and every gradient, on a sequence of several documents with windows of 1 and 3 blocks, the embedding
     tied to lm_head or its own, RoPE as it starts or after YaRN's growth of the window from 3 to 7 blocks."""
     theirs, mine = paired_1231(record_1231)
