@@ -234,9 +234,9 @@ def their_1231_tensor(theirs, name, grad=False):
 
 @pytest.mark.parametrize("training, tied, grown", [(True, True, False), (True, False, True), (False, True, True)])
 def test_the_2025_12_31_model_gives_its_logits_loss_and_gradients(record_1231, training, tied, grown):
-    """--preset=2025-12-31 gives its model: the same lm_head output, loss (training: with multi-token weights; validation:
-    the mean) and every gradient, on a sequence of several documents with windows of 1 and 3 blocks, the embedding
-    tied to lm_head or its own, RoPE as it starts or after YaRN's growth of the window from 3 to 7 blocks."""
+    """--preset=2025-12-31 gives its model: the same lm_head output, loss (training: with multi-token weights;
+    validation: the mean) and every gradient, on a sequence of several documents with windows of 1 and 3 blocks,
+    the embedding tied to lm_head or its own, RoPE as it starts or after YaRN's growth of the window from 3 to 7."""
     theirs, mine = paired_1231(record_1231)
     theirs.train(training)
     mine.train(training)
