@@ -42,6 +42,11 @@ def test_preset_then_overrides():
     (["--max_doc_len=-1"], "--max_doc_len=-1 must be 0 or more"),
     (["--softcap_form=shift"], "--softcap_form='shift' is not one of tanh, sigmoid, shifted"),
     (["--seq_len=0"], "--seq_len=0 must be positive"), (["--top_k=-1"], "--top_k=-1 must be 0 or more"),
+    (["--gated_skip=6,3"], "--gated_skip=(6, 3) must be empty or two layers i < j in 0..11"),
+    (["--value_embed_layout=0123"], "--value_embed_layout='0123' must be empty or a character per layer (12)"),
+    (["--preset=2025-12-31", "--seqs_per_step=3"], "--seqs_per_step=3 must be 0, or with --micro_batch_seqs=1 a"),
+    (["--extension_steps=1695"], "--extension_steps=1695 must be 0 or more and below num_iterations"),
+    (["--adam_recipe=2026"], "--adam_recipe='2026' is not one of 2025-08-23, 2025-12-31"),
     (["--resume=no/such.pt"], "cannot read checkpoint no/such.pt"),
 ])
 def test_bad_values_are_one_line_errors_naming_the_field(argv, message):
