@@ -3,6 +3,7 @@ and of 2025-12-31 (--preset=2025-12-31), as their logs in ../shared/reference ca
 tools/record.py with their CUDA-only pieces swapped for CPU equivalents (dense masks for FlexAttention and
 FlashAttention-3, matmuls for their Newton-Schulz / Polar Express kernels, in fp32, the fp32 lm_head for the FP8
 op, one process for their collectives). Skipped without ../shared."""
+import math
 import sys
 
 import numpy as np
@@ -297,20 +298,10 @@ def test_the_2025_12_31_preset_trains_as_its_code_across_every_schedule_transiti
         mine.args = ours
         my_muon, my_adam = tg.build_optimizers(mine, ours)
         for step in range(N):
-            manager.advance_schedule(step)
-            micro_batches, their_loss = [], 0
-            for micro in range(2):
-                if micro == 1:
-                    manager.activate_hooks(step)
-                inputs, targets, cu_seqlens = loader.send(manager.train_loader_send_args)
-                loss = theirs(inputs, targets, cu_seqlens, manager.get_forward_args()) / 2
-                loss.backward()
-                their_loss += loss.item() / len(targets)
-                micro_batches.append(torch.cat([inputs.long(), targets[-1:]]))
             windows = tg.apply_schedules(step, ours, mine, my_muon, my_adam)
+            assert mine.embed_tied == (not theirs.split_embed), step  # before its step unties it
+            micro_batches, their_loss = their_1231_step(manager, theirs, loader, step)
             assert windows.tolist() == [manager.ws_long, manager.ws_short], step
-            assert mine.embed_tied == (not theirs.split_embed), step
-            manager.step_optimizers(step)
             assert len(micro_batches[0]) - 1 == tg.seq_len_at(step, ours), step
             my_loss = tg.train_step(mine, mine, torch.stack(micro_batches)[:, None], windows, my_muon, my_adam, 1,
                                     adam_steps=tg.adam_steps_at(step, ours))
@@ -370,6 +361,24 @@ def test_the_varlen_stand_in_attends_as_flash_attention_does():
         assert torch.allclose(y[i], torch.einsum("hk,khd->hd", weights, v[start:i + 1]), atol=1e-6), i
 
 
+def their_1231_step(manager, model, loader, step, accum=2):
+    """One step of its main loop: its schedules, `accum` micro-batches from its loader (Adam's hooks on for the
+    last), its optimizers. -> the micro-batches as 1-D token sequences (inputs and the last target) and the loss
+    per token"""
+    manager.advance_schedule(step)
+    sequences, loss_per_token = [], 0
+    for micro in range(accum):
+        if micro == accum - 1:
+            manager.activate_hooks(step)
+        inputs, targets, cu_seqlens = loader.send(manager.train_loader_send_args)
+        loss = model(inputs, targets, cu_seqlens, manager.get_forward_args()) / accum
+        loss.backward()
+        loss_per_token += loss.item() / len(targets)
+        sequences.append(torch.cat([inputs.long(), targets[-1:]]))
+    manager.step_optimizers(step)
+    return sequences, loss_per_token
+
+
 def test_the_2025_12_31_record_trains_on_cpu_with_its_own_optimizers_and_loader(record_1231, proxy_dir):
     """Its model (shrunk to 2 heads of 64), its TrainingManager (NorMuon every step, its two DistAdams on odd
     steps only) and its loader (documents cut at 2048 tokens) for two steps, as its main loop runs them, through
@@ -384,15 +393,7 @@ def test_the_2025_12_31_record_trains_on_cpu_with_its_own_optimizers_and_loader(
     adam = [p for group in manager.adam_opt.param_groups for p in group["params"]]
     for step in range(2):
         before = [p.detach().clone() for p in muon + adam]
-        manager.advance_schedule(step)
-        for micro in range(2):
-            if micro == 1:
-                manager.activate_hooks(step)
-            inputs, targets, cum_seqlens = loader.send(manager.train_loader_send_args)
-            loss = model(inputs, targets, cum_seqlens, manager.get_forward_args()) / 2
-            assert torch.isfinite(loss)
-            loss.backward()
-        manager.step_optimizers(step)
+        assert math.isfinite(their_1231_step(manager, model, loader, step)[1])
         moved = [(p.detach() - b).square().mean().sqrt().item() for p, b in zip(muon + adam, before)]  # RMS
         assert all(0 < m < 0.2 for m in moved[:len(muon)]), moved[:len(muon)]  # every matrix, by a small step
         embed_moved = moved[len(muon):]
