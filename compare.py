@@ -56,7 +56,7 @@ RECORD_CURVES = {
         (0, 10.8296, 0), (250, 4.6253, 8652), (500, 4.2940, 17183), (750, 4.0172, 29977), (1000, 3.7649, 45396),
         (1250, 3.5258, 62396), (1500, 3.3965, 84411), (1750, 3.2991, 106367), (1825, 3.2780, 112971)]],
 }
-PRESET_RECORDS = {"record": "2025-08-23", "2025-08-23": "2025-08-23", "2025-12-31": "2025-12-31"}
+PRESET_RECORDS = {"record": "2025-12-31", "2025-08-23": "2025-08-23", "2025-12-31": "2025-12-31"}
 
 ValPoint = namedtuple("ValPoint", "step train_time_ms tokens val_loss val_bpb")
 TrainPoint = namedtuple("TrainPoint", "step train_time_ms tokens train_loss tok_s mfu epoch")

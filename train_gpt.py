@@ -6,12 +6,12 @@ train_gpt.py: train a GPT-2-class model from scratch on FineWeb as fast as possi
     torchrun --standalone --nproc_per_node=8 train_gpt.py --preset=record --seed=1
     python train_gpt.py --sample=logs/<run_id>/final.pt --prompt="The capital of France is"
 
-Any Hyperparameters field can be set as --field=value. The defaults (--preset=record) are exactly the math of
-modded-nanogpt's track-1 record of 2025-08-23 (3.2787 mean val loss at step 1695 on 8xH100), on any number of
-GPUs; --preset=2025-12-31 is the math of the record of 2025-12-31 (3.2789 at step 1825 in 112.97 s on 8xH100), its
-model, optimizers and schedules, checked against its code as the defaults are against theirs. Each trick is one
-flag; the first group is that record's (on by default), the second came in later records (off by default; the
-presets 2025-12-31, smear, polar, backout, bigram and stack turn them on):
+Any Hyperparameters field can be set as --field=value. --preset=record is the newest record whose math is here:
+modded-nanogpt's track-1 record of 2025-12-31 (3.2789 mean val loss at step 1825 in 112.97 s on 8xH100; also
+--preset=2025-12-31), on any number of GPUs. The defaults are the math of the record of 2025-08-23 (3.2787 at step
+1695; also --preset=2025-08-23). Each is checked against its record's code. Each trick is one flag; the first group
+is 2025-08-23's (on by default), the second came in later records (off by default; the presets record, smear,
+polar, backout, bigram and stack turn them on):
     rope_fraction      partial RoPE: rotary on this fraction of each head's dims, the rest position-free
     qk_norm            RMS-normalise queries and keys; attention scale is attn_scale
     mlp_act            the 4x MLP's activation: ReLU squared or GELU
@@ -215,26 +215,29 @@ LATER_TRICKS = {
     "bigram": dict(bigram_embed=5),  # record 2026-01-19; its Adam betas, lr and decay are the bigram_* defaults
 }
 
+# record 2025-12-31 (1825 steps, 3.2789 in 112.97 s on 8xH100), checked against its code in tests/test_record.py
+RECORD_2025_12_31 = dict(
+    max_doc_len=2048, seqs_per_step=8, seq_len=48 * 1024, tokens_per_step=8 * 2048 * 8,
+    batch_schedule="595:262144,1190:393216", num_layers=11, no_attn_layers=(6,), window_pattern="SSSLSSSSSSL",
+    value_embed_layout="12......012", ve_gate=True, sa_lambdas=True, resid_lambda_init=1.1, qkv_init=1.0,
+    unet_skips=False, gated_skip=(3, 6), key_offset=True, yarn=True, attn_scale=0.1, tied_embed_until=2 / 3,
+    smear_gate=True, backout=True, logit_softcap=23.0, softcap_form="shifted", multi_token=True,
+    window_tokens=True, window_schedule=(3, 7, 11), window_blocks_end=13, val_window_blocks=20, muon_lr=0.023,
+    muon_lr_muls=(2.0, 2.0, 4.0), muon_ortho="polar", normuon=True, muon_weight_decay=1.2, cautious_wd=True,
+    muon_momentum_cooldown_steps=50, fp8_head_scales=(100.0, 1.6, 0.75), adam_recipe="2025-12-31",
+    adam_eps=1e-8, adam_every=2, adam_fp32_state=True, num_iterations=1825, extension_steps=40, cooldown_frac=0.5,
+    lr_peaks=(1.0, 1.52, 1.73), val_loss_every=250)
+
 PRESETS = {
-    "record": {},  # the defaults: 8xH100, or fewer GPUs through gradient accumulation
-    "2025-08-23": {},  # the defaults, by the record's date (record moves to 2025-12-31 once the GPU checks hold)
-    **LATER_TRICKS,
+    "record": RECORD_2025_12_31,  # the newest record whose math is here: 8xH100, or fewer GPUs accumulating
+    "2025-12-31": RECORD_2025_12_31,
+    "2025-08-23": {},  # the defaults (1695 steps, 3.2787 in 168.75 s on 8xH100), checked as 2025-12-31 is
+    **LATER_TRICKS,  # each on top of the defaults
     "stack": {name: value for trick in LATER_TRICKS.values() for name, value in trick.items()},  # all of them
-    # record 2025-12-31 (1825 steps, 3.2789 in 112.97 s on 8xH100), checked against its code in tests/test_record.py
-    "2025-12-31": dict(
-        max_doc_len=2048, seqs_per_step=8, seq_len=48 * 1024, tokens_per_step=8 * 2048 * 8,
-        batch_schedule="595:262144,1190:393216", num_layers=11, no_attn_layers=(6,), window_pattern="SSSLSSSSSSL",
-        value_embed_layout="12......012", ve_gate=True, sa_lambdas=True, resid_lambda_init=1.1, qkv_init=1.0,
-        unet_skips=False, gated_skip=(3, 6), key_offset=True, yarn=True, attn_scale=0.1, tied_embed_until=2 / 3,
-        smear_gate=True, backout=True, logit_softcap=23.0, softcap_form="shifted", multi_token=True,
-        window_tokens=True, window_schedule=(3, 7, 11), window_blocks_end=13, val_window_blocks=20, muon_lr=0.023,
-        muon_lr_muls=(2.0, 2.0, 4.0), muon_ortho="polar", normuon=True, muon_weight_decay=1.2, cautious_wd=True,
-        muon_momentum_cooldown_steps=50, fp8_head_scales=(100.0, 1.6, 0.75), adam_recipe="2025-12-31",
-        adam_eps=1e-8, adam_every=2, adam_fp32_state=True, num_iterations=1825, extension_steps=40, cooldown_frac=0.5,
-        lr_peaks=(1.0, 1.52, 1.73), val_loss_every=250),
-    # one 24 GB card: the record's math with 32K-token sequences (12 accumulation steps) so activations fit;
-    # its peak on the virtual 4090 and under a 24 GB cap on a real GPU is in README; 48K runs out of memory
-    "4090": dict(seq_len=32 * 1024, val_seq_len=32 * 1024),
+    # one 24 GB card: the record's math with 16 sequences a step instead of 8 (8K, 16K, 24K tokens: 16 accumulation
+    # steps; documents are cut at 2048 tokens either way, only the sequence ends cut some elsewhere), validation in
+    # 32K-token sequences; its peak on the virtual 4090 is in README
+    "4090": dict(RECORD_2025_12_31, seqs_per_step=16, val_seq_len=32 * 1024),
     # the ~350M model of the 2.92 track; step count is a starting point, not yet tuned here
     "medium": dict(num_layers=16, model_dim=1024, num_heads=8, no_attn_layers=(), num_iterations=5000),
     # a tiny model that trains on CPU in seconds (smoke runs, tests)

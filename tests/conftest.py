@@ -88,7 +88,7 @@ def synthetic_data(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def record_compile_cache(tmp_path_factory):
-    """VGPU_CACHE for the two tests that compile the 2025-08-23 record's own script on the virtual GPU (the GPU
+    """VGPU_CACHE for the two tests that compile the 2025-12-31 record's own script on the virtual GPU (the GPU
     check's dry-run and the virtual GPU's report): the second finds its kernels compiled, ~4 of CI's minutes."""
     return {**os.environ, "VGPU_CACHE": str(tmp_path_factory.mktemp("record_compile_cache"))}
 

@@ -20,9 +20,11 @@ def test_overrides_are_parsed_by_the_field_type():
 def test_preset_then_overrides():
     args = tg.parse_args(["--preset=cpu", "--num_layers=6"])
     assert args.num_layers == 6 and args.model_dim == tg.PRESETS["cpu"]["model_dim"]
-    record = tg.parse_args(["--preset=record"])
-    assert record == tg.dataclasses.replace(tg.parse_args([]), preset="record")  # record = the defaults
-    assert tg.parse_args(["--preset=2025-08-23"]) == tg.dataclasses.replace(record, preset="2025-08-23")
+    old = tg.parse_args(["--preset=2025-08-23"])
+    assert old == tg.dataclasses.replace(tg.parse_args([]), preset="2025-08-23")  # 2025-08-23 = the defaults
+    record = tg.parse_args(["--preset=record"])  # the newest record here
+    assert record == tg.dataclasses.replace(tg.parse_args(["--preset=2025-12-31"]), preset="record")
+    assert record.num_iterations == 1825 and record.yarn
 
 
 @pytest.mark.parametrize("argv,message", [

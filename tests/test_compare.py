@@ -259,9 +259,9 @@ def test_matplotlib_only_imported_when_plotting(two_logs, tmp_path):
 
 
 def test_reference_curve_and_delta_column(tmp_path):
-    """A record-preset log gets the 2025-08-23 record's curve and Δ at its last val step by default."""
+    """A 2025-08-23 log gets that record's curve and Δ at its last val step by default."""
     log = write_log(tmp_path / "r.txt", "rec", [10.83, 4.70, 4.00], every=125, tps=393216,
-                    extra_hp={"preset": "record"})
+                    extra_hp={"preset": "2025-08-23"})
     result = run_cli(log, "--plot", tmp_path / "r.png", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     head, _, row = result.stdout.splitlines()[:3]
@@ -278,12 +278,13 @@ def test_reference_curve_and_delta_column(tmp_path):
 
 
 def test_a_2025_12_31_log_gets_its_records_curve_with_its_growing_batches(tmp_path):
-    """--preset=2025-12-31: Δ against that record's val loss (4.6253 at step 250), and its curve on the tokens
-    panel at the tokens its batch schedule had trained on (131,072 a step to 595, 262,144 to 1190, then 393,216)."""
-    log = write_log(tmp_path / "n.txt", "new", [10.83, 4.60], every=250, tps=131072,
-                    extra_hp={"preset": "2025-12-31"})
-    row = run_cli(log, cwd=tmp_path).stdout.splitlines()[2]
-    assert row.split()[-1] == f"{4.60 - 4.6253:+.4f}"
+    """--preset=2025-12-31 (and record, its name now): Δ against that record's val loss (4.6253 at step 250), and
+    its curve on the tokens panel at the tokens its batch schedule had trained on (131,072 a step to 595, 262,144
+    to 1190, then 393,216)."""
+    for preset in ("2025-12-31", "record"):
+        log = write_log(tmp_path / "n.txt", "new", [10.83, 4.60], every=250, tps=131072, extra_hp={"preset": preset})
+        row = run_cli(log, cwd=tmp_path).stdout.splitlines()[2]
+        assert row.split()[-1] == f"{4.60 - 4.6253:+.4f}"
     figure = compare.build_figure([compare.parse_log(log)], reference="2025-12-31")
     tokens = [line for line in figure.axes[1].get_lines() if line.get_gid() == "reference"][0].get_xdata()
     assert list(tokens[[2, 5, 8]]) == [500 * 131072, 595 * 131072 + 595 * 262144 + 60 * 393216,

@@ -177,10 +177,16 @@ def test_the_start_up_report_gives_what_an_epoch_reads(tmp_path, align, max_doc_
         assert len(read) > 0.95 * 14370 and len(lines) == 2  # no warning
 
 
-@pytest.mark.parametrize("preset", ["record", "4090"])
-def test_no_warning_on_fineweb_like_documents_at_the_records_sequence_length(proxy_dir, preset):
+@pytest.mark.parametrize("preset", ["2025-08-23", "record"])
+def test_the_records_sequences_on_long_documents(proxy_dir, preset):
+    """Sequences of 48K tokens from document starts read all of the proxy's Wikipedia text, no warning; the
+    2025-12-31 record's documents cut at 2048 tokens drop most of its long articles, and the start-up says how to
+    keep them."""
     args = tg.parse_args([f"--preset={preset}"])
-    stream = tg.TokenStream(str(proxy_dir / "wiki_train_*.bin"), args.seq_len, 1, align_to_doc=True)
-    lines = stream.first_shard_report(args.tokens_per_step, run_tokens=1695 * args.tokens_per_step)
-    assert len(lines) == 2 and not any("warning" in line for line in lines), lines
-    assert "0 longer than seq_len" in lines[1] or preset == "4090"
+    stream = tg.TokenStream(str(proxy_dir / "wiki_train_*.bin"), tg.seq_len_at(0, args), 1, align_to_doc=True,
+                            max_doc_len=args.max_doc_len)
+    lines = stream.first_shard_report(tg.tokens_per_step_at(0, args), run_tokens=1695 * args.tokens_per_step)
+    if args.max_doc_len:
+        assert len(lines) == 3 and "data/tokenize_shards.py --max_doc_tokens=2048" in lines[2], lines
+    else:
+        assert len(lines) == 2 and "0 longer than seq_len" in lines[1], lines

@@ -16,9 +16,9 @@ gpu_check = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(gpu_check)  # stdlib only at import: the stages import torch in their own processes
 
 
-def test_budgets_add_up_to_eight_minutes_on_an_h100():
+def test_budgets_add_up_to_nine_minutes_on_an_h100():
     assert set(gpu_check.BUDGETS) == set(gpu_check.ESTIMATES) == set(gpu_check.STAGES)
-    assert sum(gpu_check.BUDGETS.values()) <= gpu_check.TOTAL_LIMIT_S == 8 * 60
+    assert sum(gpu_check.BUDGETS.values()) <= gpu_check.TOTAL_LIMIT_S == 9 * 60
     for name, parts in gpu_check.ESTIMATES.items():
         assert gpu_check.BUDGETS[name] >= sum(parts.values())  # each budget covers its estimate
 
@@ -58,7 +58,7 @@ def dry_run(tmp_path, *options, env=None):
 def test_dry_run_reports_every_stage(virtual_gpu, tmp_path, record_compile_cache):
     code, report, markdown, output = dry_run(tmp_path, env=record_compile_cache)
     assert code == 0, output[-4000:]
-    assert "budgets (s, x6): env 84, mlp_kernel 258" in output and "all stages 468 s on an H100 (limit 480)" in output
+    assert "budgets (s, x6): env 84, mlp_kernel 258" in output and "all stages 538 s on an H100 (limit 540)" in output
     stages = report["stages"]
     assert list(stages) == gpu_check.STAGES and all(r["status"] == "ok" for r in stages.values())
     for name in gpu_check.STAGES:
@@ -69,7 +69,7 @@ def test_dry_run_reports_every_stage(virtual_gpu, tmp_path, record_compile_cache
     for name in ("record", "unfused", "preset_4090"):  # train_gpt.py's own runs, read back from their logs
         assert stages[name]["compile_s"] > 0 and stages[name]["steps_done"] > 0 and stages[name]["step_ms"] > 0
     assert stages["record"]["steps_done"] == 12 and "val_loss" in stages["record"]
-    assert stages["record"]["roofline_ms"] > 0 and stages["record"]["predicted_peak_gib"] == 28.0
+    assert stages["record"]["roofline_ms"] > 0 and stages["record"]["predicted_peak_gib"] == 24.7
     assert stages["record_script"]["step_ms"] > 0 and stages["preset_4090"]["fits_24gb"]
 
 

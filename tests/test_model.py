@@ -209,7 +209,7 @@ def test_parameter_in_two_groups_or_none_fails_with_its_name():
 
 
 def test_record_parameter_counts_and_flops():
-    args = tg.parse_args(["--preset=record"])
+    args = tg.parse_args(["--preset=2025-08-23"])
     with torch.device("meta"):
         model = tg.GPT(args)
     counts = tg.parameter_counts(model)

@@ -128,7 +128,7 @@ def test_momentum_warmup_at_key_steps():
 
 
 def test_window_schedule_at_key_steps():
-    args = tg.parse_args(["--preset=record"])  # long window 1 -> 14 blocks over 1695 steps, short = long // 2
+    args = tg.parse_args(["--preset=2025-08-23"])  # long window 1 -> 14 blocks over 1695 steps, short = long // 2
     assert tg.window_blocks(0, args) == (1, 1)
     assert tg.window_blocks(1695 // 2, args) == (7, 3)
     assert tg.window_blocks(932, args) == (8, 4)  # the start of the cooldown (55% of the run)
@@ -174,3 +174,25 @@ def test_muon_on_three_ranks_equals_one_process(tmp_path):
     torch.multiprocessing.spawn(muon_worker, args=(3, tmp_path / "init", tmp_path / "out.pt"), nprocs=3)
     distributed, single = torch.load(tmp_path / "out.pt"), muon_params_after_two_steps()
     assert max((a - b).abs().max() for a, b in zip(distributed, single)) < 1e-6
+
+
+def test_our_collectives_at_8_ranks_as_the_virtual_gpu_counts_them():
+    """tools/virtual_gpu.py's communication line for ours (tools/record.py's Counting, rank 0 of 8): each step
+    all-reduces every gradient (Adam's too, held on the steps it does not take) and all-gathers Muon's
+    orthogonalised updates, each shape's stack padded to a multiple of 8 matrices."""
+    import importlib.util
+    import math
+    import sys
+    from conftest import ROOT
+    sys.path.insert(0, str(ROOT / "tools"))  # its tools/record.py
+    spec = importlib.util.spec_from_file_location("virtual_gpu", ROOT / "tools" / "virtual_gpu.py")
+    virtual_gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(virtual_gpu)
+    args = tg.parse_args(["--preset=cpu", "--num_layers=3"])  # Muon's stacks of 3 matrices: 5 padding each
+    sent = virtual_gpu.our_communication(tg, args, device="cpu")
+    model = tg.build_model(args, torch.device("cpu"))
+    muon = tg.param_groups(model)["muon"]
+    shapes = {tuple(p.shape): sum(tuple(q.shape) == tuple(p.shape) for q in muon) for p in muon}
+    assert sent["all_reduce"] == sum(p.numel() * p.element_size() for p in model.parameters())
+    assert sent["all_gather"] == sum(math.ceil(n / 8) * 8 * math.prod(shape) * 4 for shape, n in shapes.items())
+    assert sent["reduce_scatter"] == 0

@@ -1,8 +1,8 @@
-"""The record presets against the records' own code: modded-nanogpt's train_gpt.py of 2025-08-23 (--preset=record)
-and of 2025-12-31 (--preset=2025-12-31), as their logs in ../shared/reference carry them, executed here on CPU by
-tools/record.py with their CUDA-only pieces swapped for CPU equivalents (dense masks for FlexAttention and
-FlashAttention-3, matmuls for their Newton-Schulz / Polar Express kernels, in fp32, the fp32 lm_head for the FP8
-op, one process for their collectives). Skipped without ../shared."""
+"""The record presets against the records' own code: modded-nanogpt's train_gpt.py of 2025-08-23
+(--preset=2025-08-23, the defaults) and of 2025-12-31 (--preset=2025-12-31, and record), as their logs in
+../shared/reference carry them, executed here on CPU by tools/record.py with their CUDA-only pieces swapped for CPU
+equivalents (dense masks for FlexAttention and FlashAttention-3, matmuls for their Newton-Schulz / Polar Express
+kernels, in fp32, the fp32 lm_head for the FP8 op, one process for their collectives). Skipped without ../shared."""
 import math
 import sys
 
@@ -35,7 +35,7 @@ def record():
 
 
 def ours(*overrides):
-    return tg.parse_args(["--preset=record", f"--model_dim={WIDTH}", f"--num_heads={HEADS}", f"--seq_len={T}",
+    return tg.parse_args(["--preset=2025-08-23", f"--model_dim={WIDTH}", f"--num_heads={HEADS}", f"--seq_len={T}",
                           f"--tokens_per_step={T}", "--fp8_head=off", *overrides])
 
 
@@ -132,7 +132,7 @@ def test_same_weights_after_optimizer_steps_with_the_schedules(record):
 def test_window_schedule_and_block_masks_are_the_records(record):
     """Every step of the 1695-step run, and the masks both build from it, token for token."""
     record["args"].num_iterations = 1695
-    args = tg.parse_args(["--preset=record"])
+    args = tg.parse_args(["--preset=2025-08-23"])
     for step in range(1696):
         their_long = record["get_window_size_blocks"](step).item()
         assert tg.window_blocks(step, args) == (their_long, max(1, their_long // 2)), step
@@ -157,7 +157,7 @@ def test_same_batches_as_the_records_loader(record, tmp_path):
         tg.write_shard(tmp_path / f"r_train_{i:06d}.bin", tokens)
     pattern, accum = str(tmp_path / "r_train_*.bin"), 4
     theirs = record["distributed_data_generator"](pattern, 512, accum, align_to_bos=True)
-    mine = tg.TokenStream(pattern, 512, 1, align_to_doc=tg.parse_args(["--preset=record"]).align_to_doc)
+    mine = tg.TokenStream(pattern, 512, 1, align_to_doc=tg.parse_args(["--preset=2025-08-23"]).align_to_doc)
     shards_seen = set()
     for _ in range(12):
         batch = mine.next_step(accum * 512)
@@ -173,7 +173,7 @@ def test_parameter_count_is_the_records(record):
     record["args"].dampen_factor = 64  # as in the record
     with torch.device("meta"):
         theirs = record["GPT"](vocab_size=50257, num_layers=12, num_heads=6, model_dim=768, max_seq_len=1024)
-        mine = tg.GPT(tg.parse_args(["--preset=record"]))
+        mine = tg.GPT(tg.parse_args(["--preset=2025-08-23"]))
     # the record's packed scalars hold 6 skip weights it never reads and layer 7's two value lambdas (no
     # attention there), plus padding to a multiple of its world size (0 here)
     assert sum(p.numel() for p in theirs.parameters()) == tg.parameter_counts(mine)["total"] + 6 + 2
@@ -286,7 +286,8 @@ def test_the_2025_12_31_preset_trains_as_its_code_across_every_schedule_transiti
     r["grad_accum_steps"] = 2  # 8 // world_size in its script: here 2 micro-batches, ours 2 sequences a step
     try:
         theirs, mine = paired_1231(r, seed=2)
-        manager = r["TrainingManager"](theirs)
+        their_step = records.trainer(r, theirs)
+        manager = their_step.manager
         loader = r["distributed_data_generator"](f"{proxy_dir}/wiki_train_*.bin", 512, 2048, grad_accum_steps=2)
         preset = tg.parse_args(["--preset=2025-12-31"])  # its batch stages, shrunk as its are
         stages = ",".join(f"{start * (N - extension) // 1785}:{tokens // 256}"
@@ -300,7 +301,7 @@ def test_the_2025_12_31_preset_trains_as_its_code_across_every_schedule_transiti
         for step in range(N):
             windows = tg.apply_schedules(step, ours, mine, my_muon, my_adam)
             assert mine.embed_tied == (not theirs.split_embed), step  # before its step unties it
-            micro_batches, their_loss = their_1231_step(manager, theirs, loader, step)
+            micro_batches, their_loss = their_1231_step(their_step, loader, step)
             assert windows.tolist() == [manager.ws_long, manager.ws_short], step
             assert len(micro_batches[0]) - 1 == tg.seq_len_at(step, ours), step
             my_loss = tg.train_step(mine, mine, torch.stack(micro_batches)[:, None], windows, my_muon, my_adam, 1,
@@ -361,22 +362,19 @@ def test_the_varlen_stand_in_attends_as_flash_attention_does():
         assert torch.allclose(y[i], torch.einsum("hk,khd->hd", weights, v[start:i + 1]), atol=1e-6), i
 
 
-def their_1231_step(manager, model, loader, step, accum=2):
-    """One step of its main loop: its schedules, `accum` micro-batches from its loader (Adam's hooks on for the
-    last), its optimizers. -> the micro-batches as 1-D token sequences (inputs and the last target) and the loss
-    per token"""
-    manager.advance_schedule(step)
-    sequences, loss_per_token = [], 0
-    for micro in range(accum):
-        if micro == accum - 1:
-            manager.activate_hooks(step)
-        inputs, targets, cu_seqlens = loader.send(manager.train_loader_send_args)
-        loss = model(inputs, targets, cu_seqlens, manager.get_forward_args()) / accum
-        loss.backward()
-        loss_per_token += loss.item() / len(targets)
-        sequences.append(torch.cat([inputs.long(), targets[-1:]]))
-    manager.step_optimizers(step)
-    return sequences, loss_per_token
+def their_1231_step(step, loader, index, accum=2):
+    """One step of its main loop (tools/record.py's trainer: its schedules, Adam's hooks on the last micro-batch,
+    its optimizers) on `accum` micro-batches from its loader. -> the micro-batches as 1-D token sequences (inputs
+    and the last target) and the loss per token"""
+    taken = []
+
+    def batches():  # read once its schedules have advanced: the loader hears the step's batch size
+        for _ in range(accum):
+            inputs, targets, seqlens = loader.send(step.manager.train_loader_send_args)
+            taken.append(torch.cat([inputs.long(), targets[-1:]]))
+            yield inputs, targets, seqlens
+    loss = step(index, batches())
+    return taken, loss.item() / (accum * (len(taken[0]) - 1))
 
 
 def test_the_2025_12_31_record_trains_on_cpu_with_its_own_optimizers_and_loader(record_1231, proxy_dir):
@@ -387,13 +385,14 @@ def test_the_2025_12_31_record_trains_on_cpu_with_its_own_optimizers_and_loader(
     r = record_1231
     torch.manual_seed(0)
     model = small_1231_model(r)
-    manager = r["TrainingManager"](model)
+    their_step = records.trainer(r, model)
+    manager = their_step.manager
     loader = r["distributed_data_generator"](f"{proxy_dir}/wiki_train_*.bin", 2 * 1024, 2048, grad_accum_steps=2)
     muon = [p for group in manager.muon_opt.param_groups for p in group["params"]]
     adam = [p for group in manager.adam_opt.param_groups for p in group["params"]]
     for step in range(2):
         before = [p.detach().clone() for p in muon + adam]
-        assert math.isfinite(their_1231_step(manager, model, loader, step)[1])
+        assert math.isfinite(their_1231_step(their_step, loader, step)[1])
         moved = [(p.detach() - b).square().mean().sqrt().item() for p, b in zip(muon + adam, before)]  # RMS
         assert all(0 < m < 0.2 for m in moved[:len(muon)]), moved[:len(muon)]  # every matrix, by a small step
         embed_moved = moved[len(muon):]
@@ -452,6 +451,22 @@ def test_token_windows_attend_as_the_2025_12_31_records_flash_attention(blocks):
     theirs = records.varlen_attention(*(t[0].transpose(0, 1) for t in (q, k, v)), cu_seqlens, cu_seqlens, T, T,
                                       causal=True, softmax_scale=0.12, window_size=(blocks * 128, 0))
     assert len(cu_seqlens) > 3 and torch.allclose(ours, theirs, atol=1e-6)
+
+
+def test_the_gpu_stand_in_for_flash_attention_is_the_dense_one(monkeypatch):
+    """tools/record.py's FlashAttention-3 for the records on a GPU (the virtual GPU's report, the GPU check): our
+    BlockMask from its cu_seqlens (padded as its loader pads them) and our flex call (eager here: the same mask,
+    seconds sooner than compiled), against the dense stand-in the CPU tests use, windows of 1 and 2 blocks."""
+    monkeypatch.setattr(tg, "compiled_flex_attention", lambda: tg.flex_attention)
+    tokens = sequence(8, docs_every=300)[:-1]
+    gen = torch.Generator().manual_seed(8)
+    q, k, v = (torch.randn(T, HEADS, 16, generator=gen) for _ in range(3))  # (T, H, hd)
+    cu_seqlens = records.cu_seqlens(tokens)
+    assert len(cu_seqlens) == 128 and (cu_seqlens[1:] >= cu_seqlens[:-1]).all() and cu_seqlens[-1] == T
+    flex = records.flex_varlen_attention(tg).flash_attn_varlen_func
+    for blocks in (1, 2):
+        call = (q, k, v, cu_seqlens, cu_seqlens, T, T, True, 0.12, (blocks * 128, 0))
+        assert relative(flex(*call), records.varlen_attention(*call)) < 1e-5, blocks
 
 
 def test_multi_token_loss_and_weights_are_the_2025_12_31_records(record_1231):

@@ -153,12 +153,17 @@ def test_oversized_flex_blocks_fail_on_a_4090(tmp_path):
 
 @pytest.mark.skipif(not (ROOT.parent / "shared" / "reference").is_dir(), reason="../shared/reference is absent")
 def test_report_puts_one_step_beside_the_records_own_script(record_compile_cache):
-    """The 2025-08-23 record's model and optimizers (its own code) and ours, one optimizer step each on the
-    virtual H100: ours must not read and write more bytes in generated kernels, nor peak higher."""
+    """The 2025-12-31 record's model and optimizers (its own code, its FlashAttention-3 calls computed by our flex
+    call) and ours (--preset=record), one optimizer step each on the virtual H100: ours must not read and write more
+    bytes in generated kernels, nor peak higher. Then the collectives of a step at 8 GPUs: the record
+    reduce-scatters gradients and all-gathers weights; ours all-reduces gradients and all-gathers Muon's updates."""
     code, reports, output = tool("report", "--preset=record", "--gpu=h100", "--steps=1", env=record_compile_cache)
     assert code == 0, output[-4000:]
     ours, record = reports["run"]["last_step"], reports["record"]["last_step"]
-    assert "| one optimizer step on the virtual h100 | train_gpt.py | record 2025-08-23 |" in output
+    assert "| one optimizer step on the virtual h100 | train_gpt.py | record 2025-12-31 (its script) |" in output
     assert re.search(r"^\| roofline \(ms\).* \| [\d.]+ \| [\d.]+ \|$", output, re.M)
     assert ours["kernel_bytes"] <= record["kernel_bytes"] and ours["peak_allocated_gib"] <= record["peak_allocated_gib"]
     assert ours["blas_flops"] + ours["fused_flops"] == pytest.approx(record["blas_flops"], rel=0.01)  # same matmuls
+    sent = reports["record"]["communication"]
+    assert sent["reduce_scatter"] == sent["all_gather"] > 100 * sent["all_reduce"]  # scalars only: all-reduced
+    assert re.search(r"^\| each GPU sends, MB per step .* \| \d+ \| \d+ \|$", output, re.M)

@@ -1,10 +1,10 @@
-"""GPU check: what only a real GPU answers about train_gpt.py, in one command of at most 8 minutes on an H100.
+"""GPU check: what only a real GPU answers about train_gpt.py, in one command of at most 9 minutes on an H100.
 
 On a lent GPU (the `device` tool: one call, 15 minutes of device time per task, start-up included), first, here,
 copy what the run reads into .gpu/ (git-ignored, 42 MB of the 64 MB that travel; ../shared does not travel):
 
     mkdir -p .gpu/reference && cp -r ../shared/proxy ../shared/tiktoken_cache .gpu/ \\
-        && cp ../shared/reference/modded-nanogpt_2025-08-23_020630eb.txt .gpu/reference/
+        && cp ../shared/reference/modded-nanogpt_2025-12-31_96a77cab.txt .gpu/reference/
 
 then one `run` with carry [".gpu"] and timeout_s 600, and `give_back` at once (budgets half as long again as
 their H100 estimates, since the first compile on a fresh machine is slower than the virtual GPU's, but never past
@@ -33,15 +33,19 @@ or a failure in one loses none of the others:
   fp8_head       FP8HeadLoss against an fp32 head with the same softcap: loss and gradients of two accumulated
                  micro-batches with the loss scaled
   flex           FlexAttention with train_gpt's BlockMask against SDPA with the dense mask, forward and backward
-  record         --preset=record on real text: compile time, step time at the full 393,216-token batch
-                 (accumulation on one GPU), tok/s, MFU, allocator peak beside the virtual GPU's prediction
+  record         --preset=record on real text: compile time, step time at its full 393,216-token batch
+                 (accumulation on one GPU; its last batch stage from the start, no extension steps, the
+                 embedding tied throughout as in its first two thirds: one graph to compile), tok/s, MFU,
+                 allocator peak beside the virtual GPU's prediction
   unfused        --fused_mlp=false: step time and train loss after the same steps as `record`
-  preset_4090    --preset=4090 under --memory_cap_gib=24: fits or not, and its peak (validation skipped, as in
-                 unfused: its compile would not fit the 8 minutes)
-  record_script  the 2025-08-23 record's own model and optimizers (tools/record.py) on the same batches
-                 and windows: its step time beside ours. Last, since on the first lease (an H200) its first step
-                 did not end within 299 s: it prints where that step's time goes. Its Newton-Schulz kernels now
-                 run with one of their 30 autotune configurations (record.PINNED; speed only, not its math)
+  preset_4090    --preset=4090 under --memory_cap_gib=24, as `record`: fits or not, and its peak (validation
+                 skipped, as in unfused: its compile would not fit the 9 minutes)
+  record_script  the 2025-12-31 record's own model and optimizers (tools/record.py; its FlashAttention-3 calls
+                 computed by our FlexAttention call) on the same batches, at its schedule of steps 1000-1012
+                 (window 7, tied: one graph): its step time beside ours. Last, since on the first lease
+                 (an H200) the 2025-08-23 script's first step did not end within 299 s: it prints where that
+                 step's time goes. Its Polar Express kernels run with one of their 30 autotune configurations
+                 (record.PINNED; speed only, not its math)
 In a dry-run the values are not real (the null GPU computes garbage; check_finite is off) except mlp_kernel's,
 computed by Triton's interpreter on the CPU, and fp8_head's, computed on the CPU: a wrong kernel fails there too.
 """
@@ -61,13 +65,13 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 import virtual_gpu  # noqa: E402  (stdlib only at import, as this driver)
 RESULT = "gpu-check: "  # a stage's findings, one JSON line each (merged in order)
 DRY_RUN_SCALE = 6
-TOTAL_LIMIT_S = 480  # one H100, compiles included: 8 of the lease's 15 minutes, the rest for start-up and a margin
+TOTAL_LIMIT_S = 540  # one H100, compiles included: 9 of the lease's 15 minutes, the rest for start-up and a margin
 
 # What each stage is expected to take on an H100, in seconds, from the virtual GPU (README, tools/virtual_gpu.py
-# run/report, torch 2.11.0+cu130): compile of the record preset's training step about 45 s (4090 preset: 49 s);
-# roofline of one record step 0.79 s (ours) and 0.87 s (the record's script). Start-up (imports, data, model) and
+# run/report, torch 2.11.0+cu130): compile of the record preset's training step about 57 s (4090 preset: 75 s);
+# roofline of one record step 0.75 s (ours) and 0.83 s (the record's script). Start-up (imports, data, model) and
 # the small compiles (one MLP, flex alone, validation's graph) are assumptions. A budget is its estimate plus 15%.
-COMPILE_S, VAL_COMPILE_S, STEP_S, SCRIPT_STEP_S = 45, 25, 0.79, 0.87
+COMPILE_S, VAL_COMPILE_S, STEP_S, SCRIPT_STEP_S = 57, 25, 0.75, 0.83
 TRAIN_STEPS, TIMED_FROM = 12, 4  # record/unfused/record_script: 12 steps after 1 untimed, timed from step 4 on
 ESTIMATES = {
     "env": dict(start=12),
@@ -76,7 +80,7 @@ ESTIMATES = {
     "flex": dict(start=12, compile=20, run=2),
     "record": dict(start=15, compile=COMPILE_S, steps=(TRAIN_STEPS + 1) * STEP_S, validation=VAL_COMPILE_S),
     "unfused": dict(start=15, compile=COMPILE_S, steps=(TRAIN_STEPS + 1) * STEP_S),  # validation skipped
-    "preset_4090": dict(start=15, compile=49, steps=7 * STEP_S),  # validation skipped
+    "preset_4090": dict(start=15, compile=75, steps=7 * STEP_S),  # validation skipped
     # last: on the first lease (README, Measured on a GPU) its first step took longer than 299 s, cause unknown
     "record_script": dict(start=15, compile=COMPILE_S, steps=(TRAIN_STEPS + 1) * SCRIPT_STEP_S),
 }
@@ -86,16 +90,17 @@ STAGES = list(BUDGETS)
 # The virtual GPU's prediction for what the real run measures (README's performance table: tools/virtual_gpu.py
 # report --preset=record --gpu=h100, torch 2.11.0+cu130): model FLOPs and generated-kernel bytes of one record
 # step, the allocator peak; the roofline for the GPU at hand as the report computes it (virtual_gpu.roofline_ms).
-PREDICTED = {"record": dict(flops=3.28e14, kernel_bytes=6.36e11, peak_gib=28.0),
-             "record_script": dict(flops=3.28e14, kernel_bytes=8.43e11, peak_gib=30.9),
-             "preset_4090": dict(peak_gib=19.6)}
+PREDICTED = {"record": dict(flops=3.03e14, kernel_bytes=6.34e11, peak_gib=24.7),
+             "record_script": dict(flops=3.03e14, kernel_bytes=8.49e11, peak_gib=28.2),
+             "preset_4090": dict(peak_gib=14.5)}
 
 # train_gpt.py's runs; --train_files, --val_files, --run_id (and --check_finite=false in a dry-run) are added
+LAST_STAGE = ["--batch_schedule=", "--tokens_per_step=393216", "--extension_steps=0", "--tied_embed_until=1"]
 TRAIN_RUNS = {
-    "record": ["--preset=record", f"--num_iterations={TRAIN_STEPS}", "--warmup_steps=1",
+    "record": ["--preset=record", *LAST_STAGE, f"--num_iterations={TRAIN_STEPS}", "--warmup_steps=1",
                f"--train_log_every={TIMED_FROM}", "--val_loss_every=0", "--val_tokens=262144",
                "--save_checkpoint=false"],
-    "preset_4090": ["--preset=4090", "--memory_cap_gib=24", "--num_iterations=6", "--warmup_steps=1",
+    "preset_4090": ["--preset=4090", *LAST_STAGE, "--memory_cap_gib=24", "--num_iterations=6", "--warmup_steps=1",
                     "--train_log_every=2", "--val_loss_every=0", "--val_tokens=32768", "--save_checkpoint=false"],
 }
 TRAIN_RUNS["unfused"] = [*TRAIN_RUNS["record"], "--fused_mlp=false"]
@@ -495,21 +500,22 @@ def stage_train(tg, ctx, name):
 
 
 def stage_record_script(tg, ctx):
-    """The 2025-08-23 record's own model and optimizers on the batches of our `record` stage, at the windows and
-    learning rates of our run's steps (its schedule at the same fraction of training), one untimed step first."""
+    """The 2025-12-31 record's own model and optimizers on the batches of our `record` stage, at its schedule of
+    step 1001 on (window 7, the embedding tied as ours: no recompile), one untimed step first."""
     import torch
     import record as records
     args = tg.parse_args([*TRAIN_RUNS["record"], *ctx["data_args"]])
-    stream = tg.TokenStream(args.train_files, args.seq_len, args.micro_batch_seqs, args.seed, args.align_to_doc)
+    stream = tg.TokenStream(args.train_files, tg.seq_len_at(0, args), args.micro_batch_seqs, args.seed,
+                            args.align_to_doc, max_doc_len=args.max_doc_len)
     reference = os.path.join(ctx["data"], "reference")
-    record = records.load("2025-08-23", cpu=False, reference=reference)
+    record = records.load("2025-12-31", cpu=False, reference=reference)
     if record is None:
         raise SystemExit(f"gpu_check: no record source in {reference} (copy it from ../shared/reference)")
     emit(gpu=torch.cuda.get_device_name(0))
-    step = records.trainer(record, records.cuda_model(record), compile=True)
-    full = record["args"].num_iterations  # its schedule's length: our step s of N is its step s * full // N
+    step = records.trainer(record, records.cuda_model(record, tg), compile=True)
+    theirs = lambda sequences: [(s[:-1].int(), s[1:], records.cu_seqlens(s[:-1])) for s in sequences]
     start = time.perf_counter()
-    step(full // args.num_iterations, [torch.randint(0, 50257, (args.seq_len + 1,), device="cuda") for _ in range(8)],
+    step(1000, theirs(torch.randint(0, 50257, (8, args.seq_len + 1), device="cuda")),
          say=lambda text: print(text, flush=True))  # where the first step's time goes, should it be stopped
     torch.cuda.synchronize()
     emit(compile_s=time.perf_counter() - start)
@@ -519,7 +525,7 @@ def stage_record_script(tg, ctx):
             torch.cuda.synchronize()
             t0 = time.perf_counter()
         batch = tg.to_device(stream.next_step(args.tokens_per_step), torch.device("cuda"))  # as our run's batches
-        losses.append(step(s * full // args.num_iterations, list(batch[:, 0])))
+        losses.append(step(1001 + s, theirs(batch[:, 0])))
     torch.cuda.synchronize()
     step_ms = (time.perf_counter() - t0) * 1e3 / (args.num_iterations - TIMED_FROM)
     emit(step_ms=step_ms, timed_steps=f"{TIMED_FROM + 1}-{args.num_iterations}", steps_done=args.num_iterations,

@@ -66,6 +66,9 @@ class OneProcess:
             future.set_result(None)
             return future
 
+        def wait(self):
+            return True
+
     get_rank = staticmethod(lambda: 0)
     get_world_size = staticmethod(lambda: 1)
     is_initialized = staticmethod(lambda: True)
@@ -88,6 +91,38 @@ class OneProcess:
         if not self.gathers_in_place:
             out.copy_(tensor)
         return self.Done()
+
+
+class Counting(OneProcess):
+    """torch.distributed as rank 0 of `world_size` sees it, for counting only: each collective's kind and the bytes
+    of its whole tensor (all-reduce: the tensor; reduce-scatter: its input; all-gather: its output), in `sent`; no
+    data moves (on the null GPU nothing is read)."""
+
+    def __init__(self, world_size):
+        super().__init__(gathers_in_place=True)
+        self.world_size, self.sent = world_size, dict(all_reduce=0, reduce_scatter=0, all_gather=0)
+
+    def get_world_size(self):
+        return self.world_size
+
+    def count(self, kind, tensors):
+        self.sent[kind] += sum(t.numel() * t.element_size() for t in tensors)
+        return self.Done()
+
+    def all_reduce(self, tensor, op=None, async_op=False):
+        return self.count("all_reduce", [tensor])
+
+    def reduce_scatter(self, out, inputs, op=None, async_op=False):
+        return self.count("reduce_scatter", inputs)
+
+    def reduce_scatter_tensor(self, out, tensor, op=None, async_op=False):
+        return self.count("reduce_scatter", [tensor])
+
+    def all_gather(self, outs, tensor, async_op=False):
+        return self.count("all_gather", outs)
+
+    def all_gather_into_tensor(self, out, tensor, async_op=False):
+        return self.count("all_gather", [out])
 
 
 def dense_flex_attention(q, k, v, block_mask, scale):
@@ -118,6 +153,32 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
     y = F.scaled_dot_product_attention(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), attn_mask=mask,
                                        scale=softmax_scale)
     return y.transpose(0, 1)
+
+
+def flex_varlen_attention(tg):
+    """FlashAttention-3's varlen call (as varlen_attention reads it) computed by train_gpt.py's FlexAttention, for
+    the records' runs on a GPU: a BlockMask of the documents that cu_seqlens bounds and the window in tokens
+    (window_tokens), then the same flex call as ours."""
+    def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal,
+                               softmax_scale, window_size):
+        assert causal and window_size[0] % tg.BLOCK == 0  # as the records call it: windows of whole blocks
+        positions = torch.arange(q.size(0), device=q.device, dtype=cu_seqlens_q.dtype)
+        docs = torch.searchsorted(cu_seqlens_q, positions, right=True)[None]  # (1, T) document of each position
+        mask = tg.block_mask(docs, torch.tensor(window_size[0] // tg.BLOCK, device=q.device), tokens=True)
+        return tg.attention(q[None], k[None], v[None], mask, softmax_scale)[0]
+    return types.SimpleNamespace(flash_attn_varlen_func=flash_attn_varlen_func)
+
+
+def cu_seqlens(inputs):
+    """What record 2025-12-31's loader hands FlashAttention with a 1-D sequence that starts a document: 0, each later
+    document start, then its length, padded with its length to its fixed size (T // 300 rounded up to 128)."""
+    T = inputs.numel()
+    starts = torch.nonzero(inputs[1:] == 50256)[:, 0] + 1
+    out = torch.full((max(-(-(T // 300) // 128) * 128, len(starts) + 2),), T, dtype=torch.int32,
+                     device=inputs.device)
+    out[0] = 0
+    out[1:len(starts) + 1] = starts
+    return out
 
 
 def flash_attention_hub(name):
@@ -174,7 +235,7 @@ def load(date, cpu, reference=REFERENCE):
     sys.modules[name] = module
     namespace = module.__dict__
     device = torch.device("cpu" if cpu else "cuda")
-    namespace.update(get_kernel=flash_attention_hub, device=device, **record.main_globals)
+    namespace.update(get_kernel=flash_attention_hub, device=device, record_date=date, **record.main_globals)
     exec(compile(definitions + "\n".join(sum(wanted, [])), str(source), "exec"), namespace)
     namespace["dist"] = OneProcess(record.gathers_in_place)
     if "args" not in namespace:
@@ -189,24 +250,62 @@ def load(date, cpu, reference=REFERENCE):
     return namespace
 
 
-def cuda_model(record):
-    """The 2025-08-23 record's model on the GPU as its script builds it: bf16 embedding tables."""
+def cuda_model(record, tg):
+    """The record's model on the GPU as its script builds it (its bf16 weights), FlashAttention-3 computed by
+    train_gpt.py's FlexAttention (flex_varlen_attention)."""
     args = record["args"]
-    model = record["GPT"](vocab_size=50257, num_layers=12, num_heads=6, model_dim=768,
-                          max_seq_len=max(args.train_seq_len, args.val_seq_len)).cuda()
+    if record["record_date"] == "2025-08-23":
+        model = record["GPT"](vocab_size=50257, num_layers=12, num_heads=6, model_dim=768,
+                              max_seq_len=max(args.train_seq_len, args.val_seq_len)).cuda()
+        for module in model.modules():
+            if isinstance(module, torch.nn.Embedding):
+                module.bfloat16()
+        return model
+    record["flash_attn_interface"] = flex_varlen_attention(tg)
+    model = record["GPT"](vocab_size=50257, num_layers=11, num_heads=6, head_dim=128, model_dim=768,
+                          max_seq_len=args.val_batch_size // (record["grad_accum_steps"] * record["world_size"])).cuda()
     for module in model.modules():
-        if isinstance(module, torch.nn.Embedding):
-            module.bfloat16()
+        if isinstance(module, (torch.nn.Embedding, torch.nn.Linear)):
+            module.weight.data = module.weight.data.bfloat16()
+    model.attn_gate_bank.data = model.attn_gate_bank.data.bfloat16()
+    model.ve_gate_bank.data = model.ve_gate_bank.data.bfloat16()
     return model
 
 
-def trainer(record, model, compile=False):
-    """The 2025-08-23 record's optimizers over `model` as its script makes them (its learning rates; compile: its
-    torch.compile(dynamic=False, fullgraph=True) of the model); -> step(index, sequences), one optimizer step of
-    its training loop over its micro-batches (1-D int64 tensors of seq_len + 1 tokens, 8 in its script), returning
-    the summed loss; say(text), if given, hears when each part of the step is done (host time: on a first step,
+def trainer(record, model, compile=False, forward=None):
+    """The record's optimizers over `model` as its script makes them (its learning rates; compile: its
+    torch.compile(dynamic=False, fullgraph=True) of the model); -> step(index, batches, say=None), one optimizer
+    step of its training loop over its micro-batches (8 in its script at 1 process), returning their summed loss.
+    2025-08-23: batches are 1-D int64 tensors of seq_len + 1 tokens. 2025-12-31: (inputs, targets, cu_seqlens)
+    as its loader yields them, taken after its schedules advanced (a generator may read step.manager's batch
+    size); its TrainingManager is step.manager. forward replaces the model's call (tools/virtual_gpu.py's count of
+    collectives); say(text), if given, hears when each part of the step is done (host time: on a first step,
     where compiling and autotuning went). For tests/test_record.py, tools/virtual_gpu.py report and
     tools/gpu_check.py."""
+    compiled = torch.compile(model, dynamic=False, fullgraph=True) if compile else model
+    forward = forward or compiled
+    if record["record_date"] == "2025-12-31":
+        manager = record["TrainingManager"](compiled)
+        manager.reset(manager.get_state())  # as its script leaves it after its warmup: no gradient sync pending
+
+        def step(index, batches, say=None):
+            manager.advance_schedule(index)
+            loss, start, batches = 0, time.perf_counter(), list(batches)
+            for i, (inputs, targets, seqlens) in enumerate(batches):
+                if i == len(batches) - 1:  # its DistAdams' gradient hooks, on the last micro-batch of their steps
+                    manager.activate_hooks(index)
+                micro = forward(inputs, targets, seqlens, manager.get_forward_args())
+                (micro / len(batches)).backward()
+                loss = loss + micro.detach()
+                if say:
+                    say(f"step {index}: micro-batch {i + 1} forward and backward done at"
+                        f" {time.perf_counter() - start:.0f} s")
+            manager.step_optimizers(index)
+            if say:
+                say(f"step {index}: optimizers done at {time.perf_counter() - start:.0f} s")
+            return loss
+        step.manager = manager
+        return step
     hidden = [p for n, p in model.blocks.named_parameters() if p.ndim >= 2 and "embed" not in n]
     embed = [p for n, p in model.named_parameters() if "embed" in n]
     scalar = [p for p in model.parameters() if p.ndim < 2]
@@ -216,7 +315,6 @@ def trainer(record, model, compile=False):
     for opt in (adam, muon):
         for group in opt.param_groups:
             group["initial_lr"] = group["lr"]
-    forward = torch.compile(model, dynamic=False, fullgraph=True) if compile else model
 
     def step(index, sequences, say=None):
         loss, start = 0, time.perf_counter()

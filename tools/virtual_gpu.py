@@ -169,8 +169,8 @@ def main(argv):
     gpu = next((a.split("=", 1)[1] for a in argv if a.startswith("--gpu=")), "h100")
     python, env = environment(gpu)
     levels = {"check": ["kernels", "fake", "run"], "report": ["run", "record"]}.get(argv[0], [argv[0]])
-    if argv[0] == "report" and not (is_record(argv[1:]) and os.path.exists(RECORD_SOURCE)):
-        levels = ["run"]  # the record's model is the record preset's only
+    if argv[0] == "report" and not (record_date(argv[1:]) and os.path.isdir(REFERENCE)):
+        levels = ["run"]  # a record's own script goes beside its preset only
     codes, reports = [], []
     for level in levels:  # each in a process of its own
         with tempfile.TemporaryDirectory(prefix="vgpu-cache-") as cache:
@@ -190,7 +190,7 @@ def main(argv):
     return max(codes)
 
 
-RECORD_SOURCE = os.path.join(os.path.dirname(ROOT), "shared", "reference", "modded-nanogpt_2025-08-23_020630eb.txt")
+REFERENCE = os.path.join(os.path.dirname(ROOT), "shared", "reference")  # the records' sources (tools/record.py)
 # Dense bf16 FLOP/s and memory bytes/s: NVIDIA H100 SXM5 datasheet (989.4 TFLOPS, 3.35 TB/s HBM3); H200 datasheet
 # (the H100's 989.4 TFLOPS, 4.8 TB/s HBM3e; a real GPU tools/gpu_check.py may be lent); Ada whitepaper, RTX 4090
 # (165.2 TFLOPS bf16 with fp32 accumulation, 1008 GB/s GDDR6X)
@@ -206,11 +206,21 @@ def roofline_ms(flops, kernel_bytes, gpu):
     return 1000 * (flops / (peak * MATMUL_EFFICIENCY) + kernel_bytes / (bandwidth * MEMORY_EFFICIENCY))
 
 
-def is_record(train_args):
+def record_date(train_args):
+    """The record whose math the arguments are (a record preset, nothing else changed) -> its date, or None."""
     presets = [a.split("=", 1)[1] for a in train_args if a.startswith("--preset=")]
-    return presets in ([], ["record"]) and not any(a.startswith("--")
-                                                   and not a.startswith(("--preset", "--gpu", "--steps"))
-                                                 for a in train_args)
+    dates = {(): "2025-08-23", ("2025-08-23",): "2025-08-23", ("2025-12-31",): "2025-12-31",
+             ("record",): "2025-12-31"}  # as train_gpt.PRESETS names them
+    changed = any(a.startswith("--") and not a.startswith(("--preset", "--gpu", "--steps")) for a in train_args)
+    return None if changed else dates.get(tuple(presets))
+
+
+COUNTED_RANKS = 8  # the records' 8xH100
+
+
+def ring_bytes(sent, ranks=COUNTED_RANKS):
+    """What each GPU sends for these collectives' tensors (bytes by kind) with ring algorithms."""
+    return (ranks - 1) / ranks * (2 * sent["all_reduce"] + sent["reduce_scatter"] + sent["all_gather"])
 
 
 def report_table(reports, gpu):
@@ -228,9 +238,16 @@ def report_table(reports, gpu):
             ("allocator peak in the step (GiB)", lambda r: f"{r['last_step']['peak_allocated_gib']:.1f}"),
             (f"roofline (ms): FLOPs at {MATMUL_EFFICIENCY:.0%} of {peak / 1e12:.0f} TFLOP/s + bytes at "
              f"{MEMORY_EFFICIENCY:.0%} of {bandwidth / 1e12:.2f} TB/s",
-             lambda r: f"{roofline_ms(flops, r['last_step']['kernel_bytes'], gpu):.1f}")]
-    names = {"run": "train_gpt.py", "record": "record 2025-08-23"}
-    lines = [f"| one optimizer step on the virtual {gpu} | " + " | ".join(names[r["level"]] for r in runs) + " |",
+             lambda r: f"{roofline_ms(flops, r['last_step']['kernel_bytes'], gpu):.1f}"),
+            (f"communication at {COUNTED_RANKS} GPUs, MB per step: all-reduce / reduce-scatter / all-gather (each"
+             " collective's whole tensor; mean of a step with Adam and one without)",
+             lambda r: "{all_reduce:.0f} / {reduce_scatter:.0f} / {all_gather:.0f}".format(
+                 **{k: v / 1e6 for k, v in r["communication"].items()})),
+            ("each GPU sends, MB per step (a ring: all-reduce 2(N-1)/N of its tensor, the others (N-1)/N)",
+             lambda r: f"{ring_bytes(r['communication']) / 1e6:.0f}")]
+    names = {"run": "train_gpt.py"}
+    lines = [f"| one optimizer step on the virtual {gpu} | "
+             + " | ".join(names.get(r["level"], f"record {r.get('date')} (its script)") for r in runs) + " |",
              "|---" * (len(runs) + 1) + "|"]
     lines += [f"| {label} | " + " | ".join(value(r) for r in runs) + " |" for label, value in rows]
     return "\n".join(lines)
@@ -454,29 +471,85 @@ def null_gpu_run(tg, argv, steps):
                 last_step=meter.steps[-1], model_flops_per_step=tg.flops_per_token(args) * args.tokens_per_step,
                 peak_allocated_gib=torch.cuda.max_memory_allocated() / 2**30,
                 peak_reserved_gib=torch.cuda.max_memory_reserved() / 2**30,
-                fp8_head="fp8_head: True" in log)
+                fp8_head="fp8_head: True" in log, communication=our_communication(tg, args))
 
 
-def record_run(steps):
-    """The 2025-08-23 record's own model and optimizers (tools/record.py) on the null GPU, as its script
-    trains them on one GPU (8 micro-batches of a 48K-token sequence a step, its compile settings), for `steps`
-    steps after one that compiles. Its data loader is not run: random tokens, which the null GPU never reads."""
+def our_communication(tg, args, device="cuda"):
+    """The collectives of our optimizer step as rank 0 of COUNTED_RANKS sees them (tools/record.py's Counting),
+    bytes by kind, the mean of a step where Adam steps and one where it holds; the embedding untied, so every
+    parameter has a gradient (their values do not change the bytes: a sum of every weight stands in for the
+    model's loss)."""
     import torch
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import record as records
-    record = records.load("2025-08-23", cpu=False)
+    counting, real = records.Counting(COUNTED_RANKS), tg.dist
+    tg.dist = counting
+    try:
+        model = tg.build_model(args, torch.device(device))
+        model.embed_tied = False
+        muon, adam = tg.build_optimizers(model, args, 0, COUNTED_RANKS)
+        everything = lambda *a: sum(p.float().sum() for p in model.parameters())
+        for adam_steps in (True, False):
+            tg.train_step(everything, model, torch.zeros(1, 1, 2, dtype=torch.long, device=device), None, muon,
+                          adam, COUNTED_RANKS, adam_steps=adam_steps)
+    finally:
+        tg.dist = real
+    return {kind: sent / 2 for kind, sent in counting.sent.items()}
+
+
+def record_communication(records, record, tg, index):
+    """The record's collectives as our_communication counts ours: its model and optimizers built again as rank 0
+    of COUNTED_RANKS builds them (one micro-batch a step, 8 // world_size), steps index (its Adams' step) and
+    index + 1."""
+    import torch
+    saved = {name: record.get(name) for name in ("dist", "world_size", "grad_accum_steps")}
+    counting = records.Counting(COUNTED_RANKS)
+    record.update(dist=counting, world_size=COUNTED_RANKS, grad_accum_steps=1)
+    try:
+        model = records.cuda_model(record, tg)
+        params = list(model.parameters())
+        step = records.trainer(record, model, forward=lambda *a: sum(p.float().sum() for p in params))
+        tokens = torch.zeros(2049, dtype=torch.long, device="cuda")
+        if record["record_date"] == "2025-12-31":
+            model.split_embed = True  # untied, as ours
+            batch = [(tokens[:-1].int(), tokens[1:], records.cu_seqlens(tokens[:-1]))]
+        else:
+            batch = [tokens]
+        for i in (index, index + 1):
+            step(i, batch)
+    finally:
+        record.update(saved)
+    return {kind: sent / 2 for kind, sent in counting.sent.items()}
+
+
+def record_run(tg, date, steps):
+    """The record's own model and optimizers (tools/record.py) on the null GPU, as its script trains them on one
+    GPU (8 micro-batches a step of its last batch size: 48K-token sequences; its compile settings; record
+    2025-12-31's FlashAttention-3 calls computed by our FlexAttention call, the same documents and windows), for
+    `steps` steps after one that compiles, the embedding tied as in our run's steps; then its collectives at
+    COUNTED_RANKS GPUs. Its data loader is not run: random tokens, which the null GPU never reads."""
+    import torch
+    import record as records
+    record = records.load(date, cpu=False)
     if record is None:
         raise SystemExit("virtual_gpu: ../shared/reference is absent: no record to run")
     count_kernel_bytes()
-    step = records.trainer(record, records.cuda_model(record), compile=True)
-    seq_len = record["args"].train_seq_len
+    step = records.trainer(record, records.cuda_model(record, tg), compile=True)
+    if date == "2025-12-31":  # step 1190 each time: its last batch stage and window 11 (as our run's last step),
+        index = 1190  # the embedding tied (until 1191), Adam holding (odd steps only): our last step, for odd --steps
+        tokens = lambda: torch.randint(0, 50257, (48 * 1024 + 1,), device="cuda")
+        batch = lambda: [(seq[:-1].int(), seq[1:], records.cu_seqlens(seq[:-1])) for seq in
+                         [tokens() for _ in range(8)]]
+    else:
+        index, seq_len = 1000, record["args"].train_seq_len
+        batch = lambda: [torch.randint(0, 50257, (seq_len + 1,), device="cuda") for _ in range(8)]
     meter, start = StepMeter(), time.perf_counter()
-    for index in range(steps + 1):
+    for _ in range(steps + 1):
         with meter:
-            step(index, [torch.randint(0, 50257, (seq_len + 1,), device="cuda") for _ in range(8)])
-    return dict(level="record", steps=steps, seconds=time.perf_counter() - start, last_step=meter.steps[-1],
-                peak_allocated_gib=torch.cuda.max_memory_allocated() / 2**30,
-                peak_reserved_gib=torch.cuda.max_memory_reserved() / 2**30)
+            step(index, batch())
+    peaks = dict(peak_allocated_gib=torch.cuda.max_memory_allocated() / 2**30,
+                 peak_reserved_gib=torch.cuda.max_memory_reserved() / 2**30)
+    return dict(level="record", date=date, steps=steps, seconds=time.perf_counter() - start,
+                last_step=meter.steps[-1], communication=record_communication(records, record, tg, index + 1), **peaks)
 
 
 def gpu_like_interpreter():
@@ -586,6 +659,7 @@ def failures(report):
 
 
 def inner(argv):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tools/record.py
     command, rest = argv[0], argv[1:]
     options = dict(a[2:].split("=", 1) for a in rest if a.startswith(("--gpu=", "--steps=", "--train_gpt=")))
     train_args = [a for a in rest if not a.startswith(("--gpu=", "--steps=", "--train_gpt="))]
@@ -606,7 +680,7 @@ def inner(argv):
     elif command == "fake":
         reports.append(fake_step(tg, train_args))
     elif command == "record":
-        reports.append(record_run(int(options.get("steps", 3))))
+        reports.append(record_run(tg, record_date(train_args), int(options.get("steps", 3))))
     else:
         report = null_gpu_run(tg, train_args, int(options.get("steps", 3)))
         runs = [line.split() for line in open(log)] if os.path.exists(log) else []  # ptxas: peak KiB, s, kernel
