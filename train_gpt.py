@@ -42,6 +42,7 @@ polar, backout, bigram and stack turn them on):
 Attention is FlexAttention on CUDA (causal AND same document AND inside the window), the same mask as a dense
 boolean mask on CPU. Hidden matrices train with Muon, embeddings/head/scalars with Adam.
 """
+import collections
 import contextlib
 import copy
 import dataclasses
@@ -409,19 +410,6 @@ def setup_distributed(device_name="", cpu_threads=1, timeout_s=600):
                                   " TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1") from None
             raise
     return rank, world_size, device
-
-
-def all_reduce_mean(tensors, world_size):
-    """Average tensors over ranks in place; async, so later work overlaps the communication. -> wait()"""
-    if world_size == 1:
-        return lambda: None
-    handles = [dist.all_reduce(t, async_op=True) for t in tensors]  # SUM: gloo has no AVG
-
-    def wait():
-        for handle, t in zip(handles, tensors):
-            handle.wait()
-            t.div_(world_size)
-    return wait
 
 
 # -----------------------------------------------------------------------------
@@ -1248,10 +1236,12 @@ class Muon(torch.optim.Optimizer):
     """Muon (Keller Jordan, 2024): Nesterov momentum whose update is orthogonalised, lr scaled by shape.
 
     Parameters are grouped by shape, and each group is orthogonalised as one stack (the ~46 matrices of the
-    124M model cost four batched iterations, not 46). Distributed: gradients are averaged; rank r takes
-    matrices r, r + world_size, ... of each group and the results are all-gathered while the next group is
-    computed. Momentum and the elementwise steps after orthogonalising run on every rank, so all ranks hold
-    identical weights and optimizer state."""
+    124M model cost four batched iterations, not 46). Distributed as record 2025-12-31's NorMuon: rank r owns
+    matrices [r * share, (r + 1) * share) of each group (the stack padded with zeros to share * world_size). When
+    backward has accumulated a group's last gradient of the step (hooks, armed for the last micro-batch), its
+    gradients are reduce-scattered, so rank r receives the mean of its own; it keeps their momentum (and NorMuon's
+    second moments), updates them, and the group's weights are all-gathered. state_dict() gathers the whole
+    state, and load_state_dict() keeps a rank's own part: a checkpoint resumes on any number of processes."""
 
     def __init__(self, params, args, rank=0, world_size=1, lr_muls=None):
         self.lr_muls = lr_muls or {}  # parameter -> its lr multiplier, if not the shape's max(1, rows/cols)**0.5
@@ -1261,35 +1251,118 @@ class Muon(torch.optim.Optimizer):
         super().__init__(groups, dict(lr=args.muon_lr, initial_lr=args.muon_lr, momentum=args.muon_momentum,
                                       weight_decay=args.muon_weight_decay))
         self.args, self.rank, self.world_size = args, rank, world_size
+        self.armed, self.ready, self.reductions = False, {}, {}  # hooks: group index -> gradients in, its reduction
+        self.stepped = False
+        if world_size > 1:
+            for index, group in enumerate(self.param_groups):
+                for p in group["params"]:
+                    p.register_post_accumulate_grad_hook(functools.partial(self.gradient_ready, index))
+
+    def share(self, group):
+        """-> (matrices per rank, this rank's first)"""
+        share = -(-len(group["params"]) // self.world_size)
+        return share, self.rank * share
+
+    def stacked(self, tensors, rows):
+        """tensors (one per matrix, at least one) as a stack of `rows`, the rows past them zero."""
+        stack = torch.zeros(rows, *tensors[0].shape, dtype=tensors[0].dtype, device=tensors[0].device)
+        torch.stack(tensors, out=stack[:len(tensors)])
+        return stack
+
+    def state_like(self, p):
+        """What a matrix's state holds after a step, as zeros: its momentum, and NorMuon's second moment."""
+        like = dict(momentum_buffer=torch.zeros_like(p))
+        if self.args.normuon:
+            shape = list(p.shape)
+            shape[-2 if p.size(-2) < p.size(-1) else -1] = 1  # apply_update's `across`
+            like["second_moment"] = p.new_zeros(shape, dtype=torch.float32)
+        return like
+
+    def arm(self):
+        """The next backward is the step's last: its hooks start each group's reduce-scatter."""
+        self.armed = self.world_size > 1
+
+    @torch.no_grad()
+    def gradient_ready(self, index, p):
+        if not self.armed:
+            return
+        group = self.param_groups[index]
+        self.ready[index] = self.ready.get(index, 0) + 1
+        if self.ready[index] < len(group["params"]):
+            return
+        share, _ = self.share(group)
+        mine = torch.empty(share, *p.shape, dtype=p.grad.dtype, device=p.grad.device)
+        grads = self.stacked([q.grad for q in group["params"]], share * self.world_size)
+        self.reductions[index] = (mine, dist.reduce_scatter_tensor(mine, grads, async_op=True))  # SUM: gloo has no
+        #                                                                                          AVG
 
     @torch.no_grad()
     def step(self):
-        gathers, W = [], self.world_size
-        waits = [all_reduce_mean([p.grad for p in group["params"]], W) for group in self.param_groups]
-        for group, wait_grads in zip(self.param_groups, waits):  # later groups reduce while this one computes
+        W, gathers = self.world_size, []
+        self.armed, self.ready = False, {}
+        for index, group in enumerate(self.param_groups):  # in backward's order the reductions finish
             params, momentum = group["params"], group["momentum"]
-            wait_grads()
-            for p in params:  # every rank keeps every momentum buffer, so checkpoints hold the whole state
-                if "momentum_buffer" not in self.state[p]:
-                    self.state[p]["momentum_buffer"] = torch.zeros_like(p)
-                self.state[p]["momentum_buffer"].lerp_(p.grad, 1 - momentum)
-            share = -(-len(params) // W)  # matrices per rank; ranks past the end pad the all-gather with zeros
-            mine = torch.zeros(share, *params[0].shape, dtype=params[0].dtype, device=params[0].device)
-            for j, p in enumerate(params[self.rank::W]):
-                torch.lerp(p.grad, self.state[p]["momentum_buffer"], momentum, out=mine[j])  # Nesterov
-            if self.args.muon_row_equilibration:
-                mine = equilibrate_rows(mine)
-            mine = orthogonalize(mine, self.args.muon_ortho)
-            if W == 1:
-                gathers.append((group, [mine], None))
-                continue
-            outputs = [torch.empty_like(mine) for _ in range(W)]
-            gathers.append((group, outputs, dist.all_gather(outputs, mine.contiguous(), async_op=True)))
-        for group, outputs, handle in gathers:
-            if handle is not None:
+            share, first = self.share(group)
+            owned = params[first:first + share]
+            if W > 1:
+                grads, handle = self.reductions.pop(index)
                 handle.wait()
-            for i, p in enumerate(group["params"]):  # matrix i was orthogonalised by rank i % W, as its i // W-th
-                self.apply_update(p, outputs[i % W][i // W], group)
+                grads.div_(W)
+            else:
+                grads = torch.stack([p.grad for p in params])
+            updates = torch.zeros_like(grads)  # rows past the group's end stay zero
+            for j, p in enumerate(owned):
+                if "momentum_buffer" not in self.state[p]:
+                    self.state[p].update(self.state_like(p))
+                self.state[p]["momentum_buffer"].lerp_(grads[j], 1 - momentum)
+                torch.lerp(grads[j], self.state[p]["momentum_buffer"], momentum, out=updates[j])  # Nesterov
+            if self.args.muon_row_equilibration:
+                updates = equilibrate_rows(updates)
+            updates = orthogonalize(updates, self.args.muon_ortho)
+            for j, p in enumerate(owned):
+                self.apply_update(p, updates[j], group)
+            if W > 1:
+                gathers.append((params, self.gather([p.detach() for p in owned], params[0], share)))
+        for params, (gathered, wait) in gathers:
+            wait()
+            for p, weight in zip(params, gathered):
+                p.copy_(weight)
+        self.stepped = True
+
+    def gather(self, owned, like, share):
+        """All-gather the ranks' `share` tensors shaped like `like` (this rank's: owned, zeros past them); ->
+        (the stack of all, wait())"""
+        mine = self.stacked(owned or [torch.zeros_like(like)], share)
+        gathered = torch.empty(share * self.world_size, *like.shape, dtype=like.dtype, device=like.device)
+        return gathered, dist.all_gather_into_tensor(gathered, mine, async_op=True).wait
+
+    def state_dict(self):
+        """The whole state: every rank's part gathered (a collective at more than one process)."""
+        if self.world_size == 1 or not self.stepped:
+            return super().state_dict()
+        whole = collections.defaultdict(dict)
+        for group in self.param_groups:
+            params = group["params"]
+            share, first = self.share(group)
+            for key, like in self.state_like(params[0]).items():
+                gathered, wait = self.gather([self.state[p][key] for p in params[first:first + share]], like, share)
+                wait()
+                for p, value in zip(params, gathered):
+                    whole[p][key] = value
+        saved, self.state = self.state, whole
+        try:
+            return super().state_dict()
+        finally:
+            self.state = saved
+
+    def load_state_dict(self, state_dict):
+        """A whole state, of which a rank keeps its own matrices' part."""
+        super().load_state_dict(state_dict)
+        self.stepped = bool(state_dict["state"])
+        for group in self.param_groups:
+            share, first = self.share(group)
+            for p in group["params"][:first] + group["params"][first + share:]:
+                self.state.pop(p, None)
 
     def apply_update(self, p, update, group):
         """p: a matrix, or a stack of matrices (Q, K, V) updated each on its own."""
@@ -1300,8 +1373,6 @@ class Muon(torch.optim.Optimizer):
             across = -2 if rows < cols else -1
             mean_square = update.float().square().mean(dim=across, keepdim=True)
             norm = lambda scale: (mean_square * update.size(across) * scale).sum(dim=(-2, -1), keepdim=True).sqrt()
-            if "second_moment" not in state:
-                state["second_moment"] = torch.zeros_like(mean_square)
             state["second_moment"].lerp_(mean_square, 1 - args.normuon_beta2)
             step_size = state["second_moment"].clamp_min(1e-10).rsqrt()
             update = update * (step_size * (norm(1) / norm(step_size.square()).clamp_min(1e-10))).to(update.dtype)
@@ -1320,9 +1391,31 @@ class Adam(torch.optim.Optimizer):
     2025-12-31, 2026-01-19). One multi-tensor kernel per operation and group; moments in the parameter's dtype, as
     record 2025-08-23's, or in fp32 (adam_fp32_state); a step count per parameter (the embedding joins late)."""
 
-    def __init__(self, groups, args):
+    def __init__(self, groups, args, world_size=1):
         super().__init__(groups, dict(betas=tuple(args.adam_betas), eps=args.adam_eps, weight_decay=0.0))
         self.moment_dtype = torch.float32 if args.adam_fp32_state else None
+        self.world_size, self.armed, self.reductions = world_size, False, []
+        if world_size > 1:
+            for group in self.param_groups:
+                for p in group["params"]:
+                    p.register_post_accumulate_grad_hook(self.gradient_ready)
+
+    def arm(self):
+        """The next backward is the step's last: each gradient's all-reduce starts as soon as it is done."""
+        self.armed = self.world_size > 1
+
+    @torch.no_grad()
+    def gradient_ready(self, p):
+        if self.armed:
+            self.reductions.append((p.grad, dist.all_reduce(p.grad, async_op=True)))  # SUM: gloo has no AVG
+
+    @torch.no_grad()
+    def wait_gradients(self):
+        """Every gradient averaged over the ranks (none for the embedding while it is tied)."""
+        for grad, handle in self.reductions:
+            handle.wait()
+            grad.div_(self.world_size)
+        self.armed, self.reductions = False, []
 
     @torch.no_grad()
     def hold(self):
@@ -1399,7 +1492,7 @@ def build_optimizers(model, args, rank=0, world_size=1):
             row = next((i for i, (pattern, *_) in enumerate(ADAM_1231) if re.search(pattern, name)), None)
             if p not in hidden and row is not None:
                 adam_groups[row]["params"].append(p)
-    adam = Adam([dict(group, initial_lr=group["lr"]) for group in adam_groups if group["params"]], args)
+    adam = Adam([dict(group, initial_lr=group["lr"]) for group in adam_groups if group["params"]], args, world_size)
     check_param_coverage(model, [muon, adam])
     return muon, adam
 
@@ -1716,10 +1809,10 @@ def save_atomically(state, path):
     os.replace(path + ".tmp", path)
 
 
-def save_checkpoint(path, model, muon, adam, stream, step, train_time_ms, args):
+def save_checkpoint(path, model, muon_state, adam, stream, step, train_time_ms, args):
     """Everything a resume needs; then the oldest step_*.pt beyond the newest keep_checkpoints go."""
     save_atomically(dict(args=dataclasses.asdict(args), step=step, train_time_ms=train_time_ms,
-                         model=model.state_dict(), muon=muon.state_dict(), adam=adam.state_dict(),
+                         model=model.state_dict(), muon=muon_state, adam=adam.state_dict(),
                          stream=stream.state_dict(), rng=torch.get_rng_state(),
                          cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None), path)
     if args.keep_checkpoints:
@@ -1788,22 +1881,23 @@ def export_weights(args, checkpoint):
 # Training
 
 
-def train_step(model, raw_model, micro_batches, windows, muon, adam, world_size, check_grads=False, adam_steps=True):
+def train_step(model, raw_model, micro_batches, windows, muon, adam, check_grads=False, adam_steps=True):
     """Forward/backward over this rank's micro-batches, average gradients over micro-batches and ranks, then
     step Muon, and Adam if adam_steps (else Adam holds the gradients until it does, as record 2025-12-31's add
     up). -> train loss per token (a device tensor: no host sync here)."""
     loss_sum = 0
-    for batch in micro_batches:
+    for i, batch in enumerate(micro_batches):
+        if i == len(micro_batches) - 1:  # this backward's gradients are the step's: as each is done, it is
+            muon.arm()  # reduce-scattered (Muon's, by shape) or all-reduced (Adam's) over the ranks
+            adam.arm()
         loss = model(batch[:, :-1], batch[:, 1:], windows)
         (loss / len(micro_batches)).backward()
         loss_sum += loss.detach()
     if check_grads:
         check_gradients(raw_model)
-    wait_adam = all_reduce_mean([p.grad for group in adam.param_groups for p in group["params"]
-                                 if p.grad is not None], world_size)  # none for the embedding while it is tied
-    muon.step()  # reduces its own gradients, overlapping the Adam all-reduce
+    muon.step()  # Adam's reductions go on meanwhile
     muon.zero_grad(set_to_none=True)
-    wait_adam()
+    adam.wait_gradients()
     adam.step() if adam_steps else adam.hold()
     adam.zero_grad(set_to_none=True)
     return loss_sum / (len(micro_batches) * (micro_batches.size(-1) - 1))  # the loss is summed per sequence
@@ -1824,7 +1918,7 @@ def warmup_compile(model, raw_model, args, muon, adam, device, world_size):
         accum = grad_accum_steps(tokens_per_step_at(step, args), world_size, args.micro_batch_seqs * T)
         batches = torch.randint(0, args.vocab_size, (accum, args.micro_batch_seqs, T + 1), device=device)
         windows = apply_schedules(step, args, raw_model, muon, adam)
-        train_step(model, raw_model, batches, windows, muon, adam, world_size, adam_steps=adam_steps_at(i, args))
+        train_step(model, raw_model, batches, windows, muon, adam, adam_steps=adam_steps_at(i, args))
     raw_model.zero_grad(set_to_none=True)
     for part, state in zip((raw_model, muon, adam), saved.values()):
         part.load_state_dict(state)
@@ -2009,9 +2103,11 @@ def run_loop(run, step, train_time_ms):
                 clock.stop()
                 if validating and not stop_now:
                     log_validation(run, step, clock.ms)
-                if saving and args.save_checkpoint and run.rank == 0:
+                if saving and args.save_checkpoint:
+                    muon_state = run.muon.state_dict()  # on every rank: it gathers the ranks' parts
                     path = f"logs/{args.run_id}/{'final' if last else f'step_{step:06d}'}.pt"
-                    save_checkpoint(path, run.raw_model, run.muon, run.adam, run.stream, step, clock.ms, args)
+                    if run.rank == 0:
+                        save_checkpoint(path, run.raw_model, muon_state, run.adam, run.stream, step, clock.ms, args)
                 if last or stop_now:
                     if profiler is not None:
                         profiler.stop()
@@ -2024,7 +2120,7 @@ def run_loop(run, step, train_time_ms):
             if run.stream.epoch != epoch:
                 run.log(f"epoch {run.stream.epoch + 1} begins at step {step + 1}, after {run.tokens_before[step]}"
                         " tokens: from here the run repeats its training data")
-            loss = train_step(run.model, run.raw_model, batches, windows, run.muon, run.adam, run.world_size,
+            loss = train_step(run.model, run.raw_model, batches, windows, run.muon, run.adam,
                               check_grads=step == 0, adam_steps=adam_steps_at(step, args))
             step += 1  # numbered like the log lines: step:1 is the loss of the first step
             if profiler is not None:  # the profiler writes its trace in a step() call: not training time

@@ -41,7 +41,7 @@ def test_training_steps_compile_once_as_windows_rope_and_lr_move(fresh_dynamo, f
     for step in range(args.num_iterations):
         windows = tg.apply_schedules(step, args, raw, muon, adam)
         windows_seen.append(windows.tolist())
-        loss = tg.train_step(model, raw, random_batch(args, accum=2, seed=step), windows, muon, adam, 1)
+        loss = tg.train_step(model, raw, random_batch(args, accum=2, seed=step), windows, muon, adam)
         assert torch.isfinite(loss)
     assert windows_seen[0] != windows_seen[-1]  # the schedule did move: windows are tensors, not constants
     assert counters["stats"]["unique_graphs"] == 1
@@ -73,6 +73,6 @@ def test_validation_compiles_once_and_training_keeps_its_graph(fresh_dynamo):
     val_seqs = random_batch(tg.dataclasses.replace(args, seq_len=256), accum=1)[0]
     for step in range(args.num_iterations):
         windows = tg.apply_schedules(step, args, raw, muon, adam)
-        tg.train_step(model, raw, random_batch(args, seed=step), windows, muon, adam, 1)
+        tg.train_step(model, raw, random_batch(args, seed=step), windows, muon, adam)
         tg.evaluate(model, val_seqs, args, windows, None, 0, 1, torch.device("cpu"))
     assert counters["stats"]["unique_graphs"] == 2

@@ -150,36 +150,47 @@ def muon_worker(rank, world_size, init_file, out_file):
     """One rank of a gloo group: two Muon steps on 5 + 2 + 1 matrices, so ranks pad their shares unevenly."""
     torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
-        params = muon_params_after_two_steps(rank, world_size)
+        params, state = muon_after_two_steps(rank, world_size)
         if rank == 0:
-            torch.save(params, out_file)
+            torch.save((params, state), out_file)
     finally:
         torch.distributed.destroy_process_group()
 
 
-def muon_params_after_two_steps(rank=0, world_size=1):
-    args = tiny_args("--muon_lr=0.1", "--muon_row_equilibration=true")
+def muon_after_two_steps(rank=0, world_size=1):
+    """-> the weights and Muon's whole state (state_dict) after two steps whose gradients reach it through backward,
+    its reduce-scatter hooks armed, as train_step arms them"""
+    args = tiny_args("--muon_lr=0.1", "--muon_row_equilibration=true", "--normuon=true")
     gen = torch.Generator().manual_seed(0)
     shapes = [(48, 32)] * 5 + [(32, 64)] * 2 + [(16, 16)]
     params = [torch.nn.Parameter(torch.randn(*s, generator=gen)) for s in shapes]
     muon = tg.Muon(params, args, rank, world_size)
     for _ in range(2):
-        for p in params:
-            p.grad = torch.randn(p.shape, generator=gen)  # the same on every rank: the mean is this gradient
+        grads = [torch.randn(p.shape, generator=gen) for p in params]  # the same on every rank: their mean
+        muon.arm()
+        sum((p * g).sum() for p, g in zip(params, grads)).backward()
         muon.step()
-    return [p.detach() for p in params]
+        muon.zero_grad(set_to_none=True)
+    return [p.detach() for p in params], muon.state_dict()
 
 
 def test_muon_on_three_ranks_equals_one_process(tmp_path):
+    """Each rank steps its own share of each shape's matrices and keeps their state; the weights are all-gathered,
+    and state_dict() gathers the whole state: the same as one process's."""
     torch.multiprocessing.spawn(muon_worker, args=(3, tmp_path / "init", tmp_path / "out.pt"), nprocs=3)
-    distributed, single = torch.load(tmp_path / "out.pt"), muon_params_after_two_steps()
+    (distributed, state), (single, single_state) = torch.load(tmp_path / "out.pt"), muon_after_two_steps()
     assert max((a - b).abs().max() for a, b in zip(distributed, single)) < 1e-6
+    assert state["state"].keys() == single_state["state"].keys() == set(range(8))
+    for i, entry in state["state"].items():
+        assert entry.keys() == {"momentum_buffer", "second_moment"}
+        for key, value in entry.items():
+            assert torch.allclose(value, single_state["state"][i][key], atol=1e-6), (i, key)
 
 
 def test_our_collectives_at_8_ranks_as_the_virtual_gpu_counts_them():
     """tools/virtual_gpu.py's communication line for ours (tools/record.py's Counting, rank 0 of 8): each step
-    all-reduces every gradient (Adam's too, held on the steps it does not take) and all-gathers Muon's
-    orthogonalised updates, each shape's stack padded to a multiple of 8 matrices."""
+    all-reduces Adam's gradients (held on the steps it does not take), reduce-scatters Muon's and all-gathers its
+    weights, each shape's stack padded to a multiple of 8 matrices."""
     import importlib.util
     import math
     import sys
@@ -193,6 +204,7 @@ def test_our_collectives_at_8_ranks_as_the_virtual_gpu_counts_them():
     model = tg.build_model(args, torch.device("cpu"))
     muon = tg.param_groups(model)["muon"]
     shapes = {tuple(p.shape): sum(tuple(q.shape) == tuple(p.shape) for q in muon) for p in muon}
-    assert sent["all_reduce"] == sum(p.numel() * p.element_size() for p in model.parameters())
-    assert sent["all_gather"] == sum(math.ceil(n / 8) * 8 * math.prod(shape) * 4 for shape, n in shapes.items())
-    assert sent["reduce_scatter"] == 0
+    assert sent["all_reduce"] == sum(p.numel() * p.element_size() for p in model.parameters()
+                                     if all(p is not q for q in muon))
+    assert sent["reduce_scatter"] == sent["all_gather"] == sum(math.ceil(n / 8) * 8 * math.prod(shape) * 4
+                                                               for shape, n in shapes.items())

@@ -124,7 +124,7 @@ def test_same_weights_after_optimizer_steps_with_the_schedules(record):
         tokens = sequence(10 + step)
         their_step(step, [tokens])
         windows = tg.apply_schedules(step, args, mine, my_muon, my_adam)
-        tg.train_step(mine, mine, tokens[None, None], windows, my_muon, my_adam, world_size=1)
+        tg.train_step(mine, mine, tokens[None, None], windows, my_muon, my_adam)
         for name, p in mine.named_parameters():
             assert differing(p.detach(), their_tensor(theirs, name).detach()) <= p.numel() // 20_000, (step, name)
 
@@ -304,7 +304,7 @@ def test_the_2025_12_31_preset_trains_as_its_code_across_every_schedule_transiti
             micro_batches, their_loss = their_1231_step(their_step, loader, step)
             assert windows.tolist() == [manager.ws_long, manager.ws_short], step
             assert len(micro_batches[0]) - 1 == tg.seq_len_at(step, ours), step
-            my_loss = tg.train_step(mine, mine, torch.stack(micro_batches)[:, None], windows, my_muon, my_adam, 1,
+            my_loss = tg.train_step(mine, mine, torch.stack(micro_batches)[:, None], windows, my_muon, my_adam,
                                     adam_steps=tg.adam_steps_at(step, ours))
             assert abs(my_loss.item() / their_loss - 1) < 1e-5, step
             for name, p in mine.named_parameters():

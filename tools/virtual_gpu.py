@@ -387,7 +387,7 @@ def fake_step(tg, argv):
     with fake, LiveBytes() as live:
         for t in [*model.parameters(), *model.buffers()]:
             live.track(t)
-        loss = tg.train_step(model, model, batch, windows, muon, adam, 1, check_grads=True)
+        loss = tg.train_step(model, model, batch, windows, muon, adam, check_grads=True)
         assert loss.device.type == "cuda"
     with fake, LiveBytes() as live_eval, torch.no_grad():  # one validation micro-batch as evaluate() runs it
         for t in [*model.parameters(), *model.buffers(),
@@ -490,7 +490,7 @@ def our_communication(tg, args, device="cuda"):
         everything = lambda *a: sum(p.float().sum() for p in model.parameters())
         for adam_steps in (True, False):
             tg.train_step(everything, model, torch.zeros(1, 1, 2, dtype=torch.long, device=device), None, muon,
-                          adam, COUNTED_RANKS, adam_steps=adam_steps)
+                          adam, adam_steps=adam_steps)
     finally:
         tg.dist = real
     return {kind: sent / 2 for kind, sent in counting.sent.items()}
