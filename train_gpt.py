@@ -1389,76 +1389,125 @@ class Adam(torch.optim.Optimizer):
     """Adam as records 2025-08-23 and 2025-12-31 write it (eps added to sqrt(v), then the bias corrections), with
     cautious weight decay: weight_decay * lr**2 of a weight, where its update has the weight's sign (records
     2025-12-31, 2026-01-19). One multi-tensor kernel per operation and group; moments in the parameter's dtype, as
-    record 2025-08-23's, or in fp32 (adam_fp32_state); a step count per parameter (the embedding joins late)."""
+    record 2025-08-23's, or in fp32 (adam_fp32_state); a step count per parameter (the embedding joins late).
 
-    def __init__(self, groups, args, world_size=1):
+    Distributed as record 2025-12-31's DistAdam: a large matrix whose rows split evenly over the ranks has its
+    gradient reduce-scattered by rows as soon as backward is done with it (hooks, armed for the last micro-batch);
+    rank r keeps the state of its rows, updates them, and the matrix is all-gathered. Smaller ones are all-reduced
+    and updated whole on every rank. state_dict() gathers the whole state; load_state_dict() keeps a rank's rows."""
+
+    def __init__(self, groups, args, rank=0, world_size=1):
         super().__init__(groups, dict(betas=tuple(args.adam_betas), eps=args.adam_eps, weight_decay=0.0))
         self.moment_dtype = torch.float32 if args.adam_fp32_state else None
-        self.world_size, self.armed, self.reductions = world_size, False, []
+        self.rank, self.world_size, self.armed, self.reductions = rank, world_size, False, []
         if world_size > 1:
             for group in self.param_groups:
                 for p in group["params"]:
                     p.register_post_accumulate_grad_hook(self.gradient_ready)
 
+    def rows(self, p):
+        """This rank's rows of p if p is sharded (as the record's DistAdam shards: at least 1024 elements), else
+        None: all of it."""
+        W = self.world_size
+        if W == 1 or p.numel() < 1024 or p.size(0) % W:
+            return None
+        share = p.size(0) // W
+        return slice(self.rank * share, (self.rank + 1) * share)
+
     def arm(self):
-        """The next backward is the step's last: each gradient's all-reduce starts as soon as it is done."""
+        """The next backward is the step's last: each gradient's reduction starts as soon as it is done."""
         self.armed = self.world_size > 1
 
     @torch.no_grad()
     def gradient_ready(self, p):
-        if self.armed:
-            self.reductions.append((p.grad, dist.all_reduce(p.grad, async_op=True)))  # SUM: gloo has no AVG
+        if not self.armed:
+            return
+        rows, grad = self.rows(p), p.grad  # SUM: gloo has no AVG
+        if rows is None:
+            self.reductions.append((p, grad, dist.all_reduce(grad, async_op=True)))
+        else:
+            mine = torch.empty_like(grad[rows])
+            self.reductions.append((p, mine, dist.reduce_scatter_tensor(mine, grad, async_op=True)))
 
-    @torch.no_grad()
-    def wait_gradients(self):
-        """Every gradient averaged over the ranks (none for the embedding while it is tied)."""
-        for grad, handle in self.reductions:
+    def take_gradients(self):
+        """{parameter: its gradient averaged over the ranks, this rank's rows of it if sharded}; none for the
+        embedding while it is tied."""
+        if self.world_size == 1:
+            return {p: p.grad for group in self.param_groups for p in group["params"] if p.grad is not None}
+        grads = {}
+        for p, grad, handle in self.reductions:
             handle.wait()
-            grad.div_(self.world_size)
+            grads[p] = grad.div_(self.world_size)
         self.armed, self.reductions = False, []
+        return grads
 
     @torch.no_grad()
     def hold(self):
         """Keep this step's gradients (averaged over the ranks) for the next step(), which adds them first: the
         same sum in the same order for any number of processes (record 2025-12-31 sums before averaging)."""
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    state = self.state[p]
-                    state["pending"] = state["pending"] + p.grad if "pending" in state else p.grad
+        for p, grad in self.take_gradients().items():
+            state = self.state[p]
+            state["pending"] = state["pending"] + grad if "pending" in state else grad
 
     @torch.no_grad()
     def step(self):
+        grads, gathers = self.take_gradients(), []
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]  # the embedding waits while it is tied
-            for p in params:
+            params = [p for p in group["params"] if p in grads]  # the embedding waits while it is tied
+            mine = [p if self.rows(p) is None else p[self.rows(p)] for p in params]
+            for p, part in zip(params, mine):
                 state = self.state[p]
                 if "exp_avg" not in state:
-                    zeros = lambda: torch.zeros_like(p, dtype=self.moment_dtype)
+                    zeros = lambda: torch.zeros_like(part, dtype=self.moment_dtype)
                     state.update(step=0, exp_avg=zeros(), exp_avg_sq=zeros())
                 state["step"] += 1
-            grads = [self.state[p].pop("pending") + p.grad if "pending" in self.state[p] else p.grad for p in params]
+            g = [self.state[p].pop("pending") + grads[p] if "pending" in self.state[p] else grads[p] for p in params]
             m, v = [self.state[p]["exp_avg"] for p in params], [self.state[p]["exp_avg_sq"] for p in params]
             beta1, beta2 = group["betas"]
             torch._foreach_mul_(m, beta1)
-            torch._foreach_add_(m, grads, alpha=1 - beta1)
+            torch._foreach_add_(m, g, alpha=1 - beta1)
             torch._foreach_mul_(v, beta2)
-            torch._foreach_addcmul_(v, grads, grads, value=1 - beta2)
+            torch._foreach_addcmul_(v, g, g, value=1 - beta2)
             denominators = torch._foreach_add(torch._foreach_sqrt(v), group["eps"])
             updates = torch._foreach_div(m, denominators)
             torch._foreach_mul_(updates, [group["lr"] * (1 - beta2 ** t) ** 0.5 / (1 - beta1 ** t)
                                           for t in (self.state[p]["step"] for p in params)])
             if group["weight_decay"]:
-                agree = [(u * p > 0).to(p.dtype) for u, p in zip(updates, params)]
-                torch._foreach_addcmul_(updates, params, agree, value=group["weight_decay"] * group["lr"] ** 2)
-            torch._foreach_sub_(params, updates)
+                agree = [(u * w > 0).to(w.dtype) for u, w in zip(updates, mine)]
+                torch._foreach_addcmul_(updates, mine, agree, value=group["weight_decay"] * group["lr"] ** 2)
+            torch._foreach_sub_(mine, updates)
+            gathers += [dist.all_gather_into_tensor(p, part.clone(), async_op=True)
+                        for p, part in zip(params, mine) if part is not p]
+        for handle in gathers:
+            handle.wait()
+
+    def state_dict(self):
+        """The whole state: sharded rows gathered (a collective at more than one process)."""
+        whole = {}
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p not in self.state:
+                    continue
+                whole[p] = dict(self.state[p])
+                for key, value in whole[p].items():
+                    if torch.is_tensor(value) and self.rows(p) is not None:
+                        whole[p][key] = value.new_empty(value.size(0) * self.world_size, *value.shape[1:])
+                        dist.all_gather_into_tensor(whole[p][key], value)
+        saved, self.state = self.state, collections.defaultdict(dict, whole)
+        try:
+            return super().state_dict()
+        finally:
+            self.state = saved
 
     def load_state_dict(self, state_dict):
-        """As torch's, but the moments keep the dtype they were saved in (torch's casts them to the parameter's)."""
+        """As torch's, but the moments keep the dtype they were saved in (torch's casts them to the parameter's); a
+        sharded parameter's state keeps this rank's rows."""
         super().load_state_dict(state_dict)
         params = [p for group in self.param_groups for p in group["params"]]
         for i, saved in state_dict["state"].items():
-            self.state[params[i]].update({k: v.to(params[i].device) for k, v in saved.items() if torch.is_tensor(v)})
+            rows = self.rows(params[i])
+            self.state[params[i]].update({k: (v if rows is None else v[rows]).to(params[i].device, copy=True)
+                                          for k, v in saved.items() if torch.is_tensor(v)})
 
 
 # Record 2025-12-31's Adam groups (adam_recipe): its lr 0.008 and weight decay 0.005 times each parameter's lr_mul
@@ -1492,7 +1541,8 @@ def build_optimizers(model, args, rank=0, world_size=1):
             row = next((i for i, (pattern, *_) in enumerate(ADAM_1231) if re.search(pattern, name)), None)
             if p not in hidden and row is not None:
                 adam_groups[row]["params"].append(p)
-    adam = Adam([dict(group, initial_lr=group["lr"]) for group in adam_groups if group["params"]], args, world_size)
+    adam = Adam([dict(group, initial_lr=group["lr"]) for group in adam_groups if group["params"]], args, rank,
+                world_size)
     check_param_coverage(model, [muon, adam])
     return muon, adam
 
@@ -1809,10 +1859,11 @@ def save_atomically(state, path):
     os.replace(path + ".tmp", path)
 
 
-def save_checkpoint(path, model, muon_state, adam, stream, step, train_time_ms, args):
-    """Everything a resume needs; then the oldest step_*.pt beyond the newest keep_checkpoints go."""
+def save_checkpoint(path, model, muon_state, adam_state, stream, step, train_time_ms, args):
+    """Everything a resume needs (the optimizers' whole states, gathered); then the oldest step_*.pt beyond the
+    newest keep_checkpoints go."""
     save_atomically(dict(args=dataclasses.asdict(args), step=step, train_time_ms=train_time_ms,
-                         model=model.state_dict(), muon=muon_state, adam=adam.state_dict(),
+                         model=model.state_dict(), muon=muon_state, adam=adam_state,
                          stream=stream.state_dict(), rng=torch.get_rng_state(),
                          cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None), path)
     if args.keep_checkpoints:
@@ -1897,7 +1948,6 @@ def train_step(model, raw_model, micro_batches, windows, muon, adam, check_grads
         check_gradients(raw_model)
     muon.step()  # Adam's reductions go on meanwhile
     muon.zero_grad(set_to_none=True)
-    adam.wait_gradients()
     adam.step() if adam_steps else adam.hold()
     adam.zero_grad(set_to_none=True)
     return loss_sum / (len(micro_batches) * (micro_batches.size(-1) - 1))  # the loss is summed per sequence
@@ -2104,10 +2154,10 @@ def run_loop(run, step, train_time_ms):
                 if validating and not stop_now:
                     log_validation(run, step, clock.ms)
                 if saving and args.save_checkpoint:
-                    muon_state = run.muon.state_dict()  # on every rank: it gathers the ranks' parts
+                    optimizers = run.muon.state_dict(), run.adam.state_dict()  # every rank: they gather its part
                     path = f"logs/{args.run_id}/{'final' if last else f'step_{step:06d}'}.pt"
                     if run.rank == 0:
-                        save_checkpoint(path, run.raw_model, muon_state, run.adam, run.stream, step, clock.ms, args)
+                        save_checkpoint(path, run.raw_model, *optimizers, run.stream, step, clock.ms, args)
                 if last or stop_now:
                     if profiler is not None:
                         profiler.stop()

@@ -187,10 +187,49 @@ def test_muon_on_three_ranks_equals_one_process(tmp_path):
             assert torch.allclose(value, single_state["state"][i][key], atol=1e-6), (i, key)
 
 
+def adam_worker(rank, world_size, init_file, out_file):
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        result = adam_after_three_steps(rank, world_size)
+        if rank == 0:
+            torch.save(result, out_file)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def adam_after_three_steps(rank=0, world_size=1):
+    """-> weights and Adam's whole state after a held step and two steps, with cautious decay, on a table whose 48
+    rows shard over 3 ranks, one whose 50 do not, and a small one, their gradients through backward"""
+    args = tiny_args("--adam_fp32_state=true")
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(*s, generator=gen)) for s in [(48, 32), (50, 32), (4, 4)]]
+    adam = tg.Adam([dict(params=params, lr=0.01, weight_decay=0.5)], args, rank, world_size)
+    for step in range(3):
+        grads = [torch.randn(p.shape, generator=gen) for p in params]  # the same on every rank: their mean
+        adam.arm()
+        sum((p * g).sum() for p, g in zip(params, grads)).backward()
+        adam.step() if step else adam.hold()
+        adam.zero_grad(set_to_none=True)
+    return [p.detach() for p in params], adam.state_dict()
+
+
+def test_adam_on_three_ranks_equals_one_process(tmp_path):
+    """The 48-row table is sharded (each rank updates and keeps the state of 16 rows, then it is all-gathered), the
+    others all-reduced; the weights and the gathered state are one process's (to float rounding: 3 g / 3)."""
+    torch.multiprocessing.spawn(adam_worker, args=(3, tmp_path / "init", tmp_path / "out.pt"), nprocs=3)
+    (distributed, state), (single, single_state) = torch.load(tmp_path / "out.pt"), adam_after_three_steps()
+    assert max((a - b).abs().max() for a, b in zip(distributed, single)) < 1e-6
+    for i, entry in single_state["state"].items():
+        assert entry["step"] == state["state"][i]["step"] == 2 and entry.keys() == {"step", "exp_avg", "exp_avg_sq"}
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert torch.allclose(state["state"][i][key], entry[key], rtol=1e-5, atol=1e-7), (i, key)
+
+
 def test_our_collectives_at_8_ranks_as_the_virtual_gpu_counts_them():
-    """tools/virtual_gpu.py's communication line for ours (tools/record.py's Counting, rank 0 of 8): each step
-    all-reduces Adam's gradients (held on the steps it does not take), reduce-scatters Muon's and all-gathers its
-    weights, each shape's stack padded to a multiple of 8 matrices."""
+    """tools/virtual_gpu.py's communication line for ours (tools/record.py's Counting, rank 0 of 8), a mean of a
+    step where Adam steps and one where it holds: Muon's gradients reduce-scattered and its weights all-gathered,
+    each shape's stack padded to a multiple of 8 matrices, every step; Adam's tables reduce-scattered every step
+    and all-gathered when it steps; its small tensors (gates, scalars) all-reduced."""
     import importlib.util
     import math
     import sys
@@ -204,7 +243,9 @@ def test_our_collectives_at_8_ranks_as_the_virtual_gpu_counts_them():
     model = tg.build_model(args, torch.device("cpu"))
     muon = tg.param_groups(model)["muon"]
     shapes = {tuple(p.shape): sum(tuple(q.shape) == tuple(p.shape) for q in muon) for p in muon}
-    assert sent["all_reduce"] == sum(p.numel() * p.element_size() for p in model.parameters()
-                                     if all(p is not q for q in muon))
-    assert sent["reduce_scatter"] == sent["all_gather"] == sum(math.ceil(n / 8) * 8 * math.prod(shape) * 4
-                                                               for shape, n in shapes.items())
+    padded = sum(math.ceil(n / 8) * 8 * math.prod(shape) * 4 for shape, n in shapes.items())
+    adam = [p for p in model.parameters() if all(p is not q for q in muon)]
+    tables = sum(p.numel() * 4 for p in adam if p.numel() >= 1024 and p.size(0) % 8 == 0)  # the embeddings, lm_head
+    assert tables > 0.9 * sum(p.numel() * 4 for p in adam)
+    assert sent["all_reduce"] == sum(p.numel() * 4 for p in adam) - tables
+    assert sent["reduce_scatter"] == padded + tables and sent["all_gather"] == padded + tables / 2
