@@ -1293,8 +1293,7 @@ class Muon(torch.optim.Optimizer):
         share, _ = self.share(group)
         mine = torch.empty(share, *p.shape, dtype=p.grad.dtype, device=p.grad.device)
         grads = self.stacked([q.grad for q in group["params"]], share * self.world_size)
-        self.reductions[index] = (mine, dist.reduce_scatter_tensor(mine, grads, async_op=True))  # SUM: gloo has no
-        #                                                                                          AVG
+        self.reductions[index] = (mine, dist.reduce_scatter_tensor(mine, grads, async_op=True))  # SUM (gloo: no AVG)
 
     @torch.no_grad()
     def step(self):
@@ -1422,7 +1421,7 @@ class Adam(torch.optim.Optimizer):
     def gradient_ready(self, p):
         if not self.armed:
             return
-        rows, grad = self.rows(p), p.grad  # SUM: gloo has no AVG
+        rows, grad = self.rows(p), p.grad  # summed (gloo has no AVG), averaged in take_gradients
         if rows is None:
             self.reductions.append((p, grad, dist.all_reduce(grad, async_op=True)))
         else:

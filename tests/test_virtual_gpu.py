@@ -156,9 +156,8 @@ def test_report_puts_one_step_beside_the_records_own_script(record_compile_cache
     """The 2025-12-31 record's model and optimizers (its own code, its FlashAttention-3 calls computed by our flex
     call) and ours (--preset=record), one optimizer step each on the virtual H100 (the third: ours holds its Adam
     state by then, as the record's script does from the start): ours must not read and write more bytes in
-    generated kernels, nor peak higher. Then the collectives of a step at 8 GPUs: both reduce-scatter
-    their matrices' gradients and all-gather their weights; the record does the same for Adam's on its odd steps,
-    ours all-reduces Adam's gradients every step."""
+    generated kernels, nor peak higher. Then the collectives of a step at 8 GPUs: both reduce-scatter gradients
+    and all-gather weights; the record reduces Adam's tables on its odd steps only, ours every step."""
     code, reports, output = tool("report", "--preset=record", "--gpu=h100", "--steps=3", env=record_compile_cache)
     assert code == 0, output[-4000:]
     ours, record = reports["run"]["last_step"], reports["record"]["last_step"]
@@ -168,5 +167,6 @@ def test_report_puts_one_step_beside_the_records_own_script(record_compile_cache
     assert ours["blas_flops"] + ours["fused_flops"] == pytest.approx(record["blas_flops"], rel=0.01)  # same matmuls
     sent, ours = reports["record"]["communication"], reports["run"]["communication"]
     assert sent["reduce_scatter"] == sent["all_gather"] > 100 * sent["all_reduce"]  # scalars only: all-reduced
-    assert ours["reduce_scatter"] == ours["all_gather"] > 0 and ours["all_reduce"] > 0
+    assert ours["reduce_scatter"] > ours["all_gather"] > 0 < ours["all_reduce"]  # Adam's tables gathered on its
+    #                                                                                 steps; its gates all-reduced
     assert re.search(r"^\| each GPU sends, MB per step .* \| \d+ \| \d+ \|$", output, re.M)
