@@ -513,9 +513,8 @@ def stage_record_script(tg, ctx):
         raise SystemExit(f"gpu_check: no record source in {reference} (copy it from ../shared/reference)")
     emit(gpu=torch.cuda.get_device_name(0))
     step = records.trainer(record, records.cuda_model(record, tg), compile=True)
-    theirs = lambda sequences: [(s[:-1].int(), s[1:], records.cu_seqlens(s[:-1])) for s in sequences]
     start = time.perf_counter()
-    step(1000, theirs(torch.randint(0, 50257, (8, args.seq_len + 1), device="cuda")),
+    step(1000, records.loader_batches(torch.randint(0, 50257, (8, args.seq_len + 1), device="cuda")),
          say=lambda text: print(text, flush=True))  # where the first step's time goes, should it be stopped
     torch.cuda.synchronize()
     emit(compile_s=time.perf_counter() - start)
@@ -525,7 +524,7 @@ def stage_record_script(tg, ctx):
             torch.cuda.synchronize()
             t0 = time.perf_counter()
         batch = tg.to_device(stream.next_step(args.tokens_per_step), torch.device("cuda"))  # as our run's batches
-        losses.append(step(1001 + s, theirs(batch[:, 0])))
+        losses.append(step(1001 + s, records.loader_batches(batch[:, 0])))
     torch.cuda.synchronize()
     step_ms = (time.perf_counter() - t0) * 1e3 / (args.num_iterations - TIMED_FROM)
     emit(step_ms=step_ms, timed_steps=f"{TIMED_FROM + 1}-{args.num_iterations}", steps_done=args.num_iterations,

@@ -181,6 +181,12 @@ def cu_seqlens(inputs):
     return out
 
 
+def loader_batches(sequences):
+    """1-D token sequences (seq_len + 1 tokens, each starting a document) as record 2025-12-31's loader yields
+    them: (inputs as int32, targets, cu_seqlens)."""
+    return [(seq[:-1].int(), seq[1:], cu_seqlens(seq[:-1])) for seq in sequences]
+
+
 def flash_attention_hub(name):
     """Stands in for the `kernels` hub's get_kernel('varunneal/flash-attention-3'), which is not stock PyTorch."""
     return types.SimpleNamespace(flash_attn_interface=types.SimpleNamespace(flash_attn_varlen_func=varlen_attention))

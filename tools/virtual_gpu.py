@@ -511,7 +511,7 @@ def record_communication(records, record, tg, index):
         tokens = torch.zeros(2049, dtype=torch.long, device="cuda")
         if record["record_date"] == "2025-12-31":
             model.split_embed = True  # untied, as ours
-            batch = [(tokens[:-1].int(), tokens[1:], records.cu_seqlens(tokens[:-1]))]
+            batch = records.loader_batches([tokens])
         else:
             batch = [tokens]
         for i in (index, index + 1):
@@ -537,8 +537,7 @@ def record_run(tg, date, steps):
     if date == "2025-12-31":  # step 1190 each time: its last batch stage and window 11 (as our run's last step),
         index = 1190  # the embedding tied (until 1191), Adam holding (odd steps only): our last step, for odd --steps
         tokens = lambda: torch.randint(0, 50257, (48 * 1024 + 1,), device="cuda")
-        batch = lambda: [(seq[:-1].int(), seq[1:], records.cu_seqlens(seq[:-1])) for seq in
-                         [tokens() for _ in range(8)]]
+        batch = lambda: records.loader_batches(tokens() for _ in range(8))
     else:
         index, seq_len = 1000, record["args"].train_seq_len
         batch = lambda: [torch.randint(0, 50257, (seq_len + 1,), device="cuda") for _ in range(8)]
