@@ -132,9 +132,23 @@ class Hyperparameters:
     yarn: bool = False  # YaRN: each time the long window grows, RoPE's frequencies and attention's scale follow
     tied_embed_until: float = 0  # > 0: the embedding is lm_head's weight until this fraction of the run, then a copy
     backout: bool = False
+    # record 2026-07-17's model (each off by default)
+    bigram_dim: int = 0  # > 0: the bigram table is this wide, enters the first channels at the embedding and after
+    #                      each attention, hashed across documents (2026-07-17: 192); 0 = model_dim before each block
+    bigram_signs: int = 0  # > 0: each bigram row times a row of this many random signs, by prev ^ token (2026-07-17:
+    #                        8192)
+    value_embed_std: float = 0  # > 0: value tables start normal with this std (2026-07-17: 0.01)
+    ve_gate_mix: bool = False  # the value gate reads 6 channels of the input and 6 of the table (2026-07-17)
+    attn_out_init: bool = False  # attention-out weights start uniform as V's do, not at zero (2026-07-17)
+    paired_heads: tuple[int, ...] = ()  # layers whose heads attend in pairs over a doubled sequence (2026-07-17)
+    xsa_layers: tuple[int, ...] = ()  # layers that remove a learned part of y along v (XSA) (2026-07-17)
+    attn_input_layer: int = -1  # >= 0: the later layers' attention reads this layer's output (2026-07-17: 7)
+    sublayer_lambdas: bool = False  # x = a x + b sublayer(x) for attention and MLP each; x0 after attention
+    mudd: bool = False  # the last layer and the output mix earlier layers' states by per-token weights (MUDD)
     logit_softcap: float = 30.0  # 0 = off; record 2025-08-23: 30*sigmoid(z/7.5)
     softcap_form: Literal["tanh", "sigmoid", "shifted"] = "sigmoid"  # shifted: c*sigmoid((z+5)/7.5) (2025-12-31)
     multi_token: bool = False  # each position also learns the 2nd and 3rd token ahead, weights by mtp_weights_at()
+    mtp_tail_grad: bool = False  # the last positions' softmax gradient has all the weights, as 2026-07-17's kernel
     fp8_head: Literal["auto", "on", "off"] = "auto"  # auto: on for compute capability >= 8.9
     fp8_head_scales: tuple[float, ...] = ()  # x, w, grad static scales times 448 (record 2025-12-31: 100, 1.6, 0.75);
     #                                          () = sqrt(model_dim), 448 / 2**9, 1 (record 2025-08-23)
@@ -229,9 +243,24 @@ RECORD_2025_12_31 = dict(
     adam_eps=1e-8, adam_every=2, adam_fp32_state=True, num_iterations=1825, extension_steps=40, cooldown_frac=0.5,
     lr_peaks=(1.0, 1.52, 1.73), val_loss_every=250)
 
+# record 2026-07-17 (1390 steps, 3.2784 in 79.7 s on 8xH100): its model, checked against its code in
+# tests/test_record.py. Not yet its schedules (sequence-length stages, its lr and embedding split steps) nor its
+# optimizer (one NorMuon + Adam with per-parameter settings, paired-head Muon) nor its FP8 MLP: README
+MODEL_2026_07_17 = dict(
+    num_layers=11, no_attn_layers=(6,), window_pattern="SSSLSSSSSSL", value_embeds=5,
+    value_embed_layout=".01.....234", value_embed_std=0.01, ve_gate=True, ve_gate_mix=True, sa_lambdas=True,
+    resid_lambda_init=1.1, attn_out_init=True, x0_skip=False, sublayer_lambdas=True, unet_skips=False,
+    gated_skip=(3, 6), key_offset=True, yarn=True, attn_scale=0.1, smear_gate=True, logit_softcap=23.0,
+    softcap_form="shifted", multi_token=True, window_tokens=True, bigram_embed=15, bigram_dim=192,
+    bigram_signs=8192, paired_heads=(0, 2, 5, 9), xsa_layers=(1, 3, 4, 7, 8, 10), attn_input_layer=7, mudd=True,
+    mtp_tail_grad=True, fp8_head_scales=(100.0, 1.6, 0.75))
+RECORD_2026_07_17 = dict(RECORD_2025_12_31, **MODEL_2026_07_17, backout=False, tied_embed_until=0,
+                         num_iterations=1390, extension_steps=10)
+
 PRESETS = {
     "record": RECORD_2025_12_31,  # the newest record whose math is here: 8xH100, or fewer GPUs accumulating
     "2025-12-31": RECORD_2025_12_31,
+    "2026-07-17": RECORD_2026_07_17,  # in progress: its model on 2025-12-31's schedules and optimizers
     "2025-08-23": {},  # the defaults (1695 steps, 3.2787 in 168.75 s on 8xH100), checked as 2025-12-31 is
     **LATER_TRICKS,  # each on top of the defaults
     "stack": {name: value for trick in LATER_TRICKS.values() for name, value in trick.items()},  # all of them
@@ -342,6 +371,20 @@ def validate(args):
         ("gated_skip", args.gated_skip == () or len(args.gated_skip) == 2 and 0 <= args.gated_skip[0]
          < args.gated_skip[1] < L, f"empty or two layers i < j in 0..{L - 1}"),
         ("yarn", not (args.yarn and args.rope_ntk_scaling), "false with --rope_ntk_scaling (one or the other)"),
+        *((name, all(0 <= i < L for i in getattr(args, name)), f"layer indices in 0..{L - 1}")
+          for name in ("paired_heads", "xsa_layers")),
+        ("paired_heads", not args.paired_heads or args.num_heads % 2 == 0, "empty with an odd num_heads"),
+        ("xsa_layers", not set(args.xsa_layers) & set(args.paired_heads), "layers not in --paired_heads"),
+        ("bigram_dim", 0 <= args.bigram_dim <= args.model_dim, f"between 0 and model_dim = {args.model_dim}"),
+        ("attn_input_layer", -1 <= args.attn_input_layer < L, f"-1 (off) or a layer in 0..{L - 1}"),
+        ("sublayer_lambdas", not (args.sublayer_lambdas and args.x0_skip), "false with --x0_skip (it mixes x0 in)"),
+        ("bigram_dim", not args.bigram_dim or args.sublayer_lambdas and args.bigram_embed,
+         "0 without --sublayer_lambdas and --bigram_embed (it enters after attention)"),
+        ("mudd", not args.mudd or args.bigram_dim and args.value_embeds and args.gated_skip
+         and 0 <= args.attn_input_layer < L - 1 and args.model_dim == args.num_heads * args.head_dim
+         and args.num_heads % 2 == 0 and L - 1 not in args.no_attn_layers + args.no_mlp_layers,
+         "false without --bigram_dim, --value_embeds, --gated_skip and --attn_input_layer below the last layer (what"
+         " it mixes), an even num_heads of model_dim and a last layer with attention and MLP"),
         ("tied_embed_until", 0 <= args.tied_embed_until <= 1, "between 0 and 1"),
         ("extension_steps", 0 <= args.extension_steps < args.num_iterations, "0 or more and below num_iterations"),
         ("window_schedule", all(w >= 1 for w in args.window_schedule), "blocks, each at least 1"),
@@ -681,13 +724,18 @@ def attention(q, k, v, mask, scale):
     return y.transpose(1, 2)
 
 
-def build_masks(idx, windows, flex=None, tokens=False):
+def build_masks(idx, windows, flex=None, tokens=False, paired=False):
     """One mask per distinct window: {"L": mask, "S": mask}; windows = int tensor [long, short] in blocks, counted
     in tokens with `tokens` (window_tokens). BlockMasks for FlexAttention on CUDA (flex=None), dense masks
-    elsewhere."""
+    elsewhere. paired adds "L2" and "S2" over the doubled sequence of paired_heads (each token twice; the window
+    counts positions there, as record 2026-07-17's)."""
     docs = document_ids(idx)
     build = block_mask if (idx.is_cuda if flex is None else flex) else dense_mask
-    return {"L": build(docs, windows[0], tokens), "S": build(docs, windows[1], tokens)}
+    masks = {"L": build(docs, windows[0], tokens), "S": build(docs, windows[1], tokens)}
+    if paired:
+        docs = docs.repeat_interleave(2, dim=1)
+        masks.update(L2=build(docs, windows[0], tokens), S2=build(docs, windows[1], tokens))
+    return masks
 
 
 # -----------------------------------------------------------------------------
@@ -726,10 +774,17 @@ def future_targets(targets, weights):
     return ids.reshape(-1, K), (weights * inside).expand(B, T, K).reshape(-1, K)
 
 
-def multi_token_loss(z, targets, weights):
-    """Capped logits z (B*T, V) of each position against the next K tokens, weighted, summed over positions."""
-    ids, weights = future_targets(targets, weights)
-    return (weights * (torch.logsumexp(z, dim=1, keepdim=True) - z.gather(1, ids))).sum()
+def multi_token_loss(z, targets, weights, tail_grad=False):
+    """Capped logits z (B*T, V) of each position against the next K tokens, weighted, summed over positions.
+    tail_grad (mtp_tail_grad): the same value, and the gradient of record 2026-07-17's loss kernel, whose
+    softmax term carries all K weights also at the last positions, where targets past the end have none."""
+    ids, inside = future_targets(targets, weights)
+    lse = torch.logsumexp(z, dim=1, keepdim=True)
+    loss = (inside * (lse - z.gather(1, ids))).sum()
+    if tail_grad:
+        past_end = (weights.sum() - inside.sum(1, keepdim=True)) * lse
+        loss = loss + (past_end - past_end.detach()).sum()
+    return loss
 
 
 class FP8HeadLoss(torch.autograd.Function):
@@ -741,7 +796,7 @@ class FP8HeadLoss(torch.autograd.Function):
     gradient's / B too)."""
 
     @staticmethod
-    def forward(ctx, x, w, targets, B, c, form, mtp_weights=None, scales=()):
+    def forward(ctx, x, w, targets, B, c, form, mtp_weights=None, scales=(), tail_grad=False):
         x_scale, w_scale, grad_scale = (s / 448 for s in scales or (x.size(1) ** 0.5, 448 * 2 ** -9, 1))
         grad_scale = grad_scale / B
         x_f8 = (x / x_scale).to(torch.float8_e4m3fn)
@@ -759,7 +814,7 @@ class FP8HeadLoss(torch.autograd.Function):
             ids, weights = future_targets(targets.view(B, -1), mtp_weights)  # (a scatter would not fuse: it
             loss = (weights * (lse - z.gather(1, ids))).sum() / B  # writes a (B*T, V) fp32 tensor, 9 GiB at 48K)
             cols = torch.arange(z.size(1), device=z.device)
-            p = (z - lse).exp_().mul_(weights.sum(1, keepdim=True))
+            p = (z - lse).exp_().mul_(mtp_weights.sum() if tail_grad else weights.sum(1, keepdim=True))
             for k in range(ids.size(1)):
                 p = p.sub_(torch.where(cols == ids[:, k, None], weights[:, k, None], 0))
         grad = p.mul_(softcap_slope(z, c, form)).div_(B).to(torch.bfloat16)  # bf16, as the record's op gets it
@@ -775,7 +830,7 @@ class FP8HeadLoss(torch.autograd.Function):
                                   out_dtype=torch.bfloat16)
         grad_w = torch._scaled_mm(x_f8.T.contiguous(), grad_f8.T.contiguous().T, scale_a=scale_x, scale_b=scale_g,
                                   out_dtype=torch.float32).T
-        return grad_x, grad_w, None, None, None, None, None, None
+        return grad_x, grad_w, None, None, None, None, None, None, None
 
 
 def use_fp8_head(setting, device):
@@ -910,9 +965,12 @@ class Rotary(nn.Module):
         # YaRN (record 2025-12-31): q's gain, the attention scale's growth since the start; cos and sin in bf16
         self.register_buffer("q_gain", torch.ones(()), persistent=False)
 
-    def forward(self, T, device):
-        angles = torch.outer(torch.arange(T, device=device, dtype=torch.float32), self.inv_freq)
-        cos, sin = angles.cos()[None, :, None, :], angles.sin()[None, :, None, :]  # (1, T, 1, head_dim/2)
+    def forward(self, T, device, paired=False):
+        """cos, sin (1, T, 1, head_dim/2); paired: (1, T, 1, 2, head_dim/2), the two heads of a pair at positions
+        2t and 2t + 1 of the doubled sequence (paired_heads)."""
+        angles = torch.outer(torch.arange(2 * T if paired else T, device=device, dtype=torch.float32), self.inv_freq)
+        shape = (1, T, 1, 2, -1) if paired else (1, T, 1, -1)
+        cos, sin = angles.cos().view(shape), angles.sin().view(shape)
         return (cos.bfloat16(), sin.bfloat16()) if self.yarn else (cos, sin)
 
 
@@ -939,14 +997,16 @@ def offset_keys(k):
 
 
 class Attention(nn.Module):
-    def __init__(self, args, value_embed):
+    def __init__(self, args, value_embed, layer):
         super().__init__()
         self.args, self.H, self.hd = args, args.num_heads, args.head_dim
         # Q, K and V as one (3, H*hd, D) weight: one matmul forward, and Muon orthogonalises each of the three
         # on its own (record 2025-08-23)
         self.qkv = nn.Parameter(init_weight(torch.empty(3, self.H * self.hd, args.model_dim), args.model_dim,
                                             gain=args.qkv_init))
-        self.proj = linear(self.H * self.hd, args.model_dim, zero_init=args.zero_init_out)
+        self.proj = linear(self.H * self.hd, args.model_dim, zero_init=args.zero_init_out and not args.attn_out_init)
+        self.paired = layer in args.paired_heads
+        self.xsa = nn.Parameter(torch.zeros(self.H)) if layer in args.xsa_layers else None  # tanh(0): off at first
         # v = a*v + b*value_embed in every layer, b unused where no table feeds the layer (record 2025-08-23), or
         # v + 2*sigmoid(gate)*value_embed where one does (record 2025-12-31)
         self.value_lambdas = nn.Parameter(torch.tensor([0.5, 0.5])) if args.value_embeds and not args.ve_gate else None
@@ -954,7 +1014,8 @@ class Attention(nn.Module):
         self.sa_lambdas = nn.Parameter(torch.tensor([0.5, 1.0])) if args.sa_lambdas else None
         self.gate = linear(GATE_CHANNELS, self.H, zero_init=True) if args.attn_gate else None
 
-    def forward(self, x, value_embed, rope, mask, key_offset=False):
+    def forward(self, x, value_embed, rope, mask, key_offset=False, ve_gate=None, v_extra=None):
+        """ve_gate (B, T, H, 1) and v_extra (B, T, D), given by MUDD, replace the value gate and add to v."""
         B, T, _ = x.shape
         qkv, out = self.qkv.flatten(0, 1), self.proj.weight
         if self.sa_lambdas is not None:
@@ -964,18 +1025,32 @@ class Attention(nn.Module):
         if self.args.qk_norm:
             q, k = norm(q), norm(k)
         cos, sin, q_gain = rope
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if self.paired:  # the paired rope: heads 2g and 2g + 1 turn as positions 2t and 2t + 1 (record 2026-07-17)
+            turn = lambda t: apply_rotary(t.view(B, T, self.H // 2, 2, self.hd), cos, sin).view_as(t)
+        else:
+            turn = lambda t: apply_rotary(t, cos, sin)
+        q, k = turn(q), turn(k)
         if self.args.yarn:  # the scale YaRN has grown to, on q: softmax(scale * g * q.k)
             q = q * q_gain
         if key_offset:
             k = offset_keys(k)
-        if self.ve_gate is not None:
-            v = v + 2 * torch.sigmoid(self.ve_gate(x[..., :GATE_CHANNELS])).unsqueeze(-1) * value_embed.view_as(v)
+        if ve_gate is not None:
+            v = v + ve_gate * value_embed.view_as(v) + v_extra.view_as(v)
+        elif self.ve_gate is not None:
+            half = GATE_CHANNELS // 2  # record 2026-07-17: 6 channels of x and 6 of the table
+            seen = torch.cat([x[..., :half], value_embed[..., :half]], -1) if self.args.ve_gate_mix else x
+            v = v + 2 * torch.sigmoid(self.ve_gate(seen[..., :GATE_CHANNELS])).unsqueeze(-1) * value_embed.view_as(v)
         elif self.value_lambdas is not None:
             v = self.value_lambdas[0] * v
             if value_embed is not None:
                 v = v + self.value_lambdas[1] * value_embed.view_as(v)
-        y = attention(q.to(dtype), k.to(dtype), v.to(dtype), mask, self.args.attn_scale)  # (B, T, H, hd)
+        if self.paired:  # record 2026-07-17, as its views pair them: (B, 2T, H/2, hd), head g at 2t, g + H/2 at 2t + 1
+            pair = lambda t: t.reshape(B, 2 * T, self.H // 2, self.hd)
+            q, k, v = pair(q), pair(k), pair(v)
+        y = attention(q.to(dtype), k.to(dtype), v.to(dtype), mask, self.args.attn_scale).reshape(B, T, self.H, -1)
+        if self.xsa is not None:  # XSA (arXiv:2603.09078): remove tanh(alpha) of y's part along v, per head
+            v_dir = F.normalize(v, dim=-1, eps=1e-4)
+            y = y - torch.tanh(self.xsa).view(-1, 1).to(y.dtype) * (y * v_dir).sum(-1, keepdim=True) * v_dir
         if self.gate is not None:
             y = y * torch.sigmoid(self.gate(x[..., :GATE_CHANNELS])).unsqueeze(-1)
         return F.linear(y.reshape(B, T, self.H * self.hd), out)
@@ -1004,21 +1079,45 @@ class Block(nn.Module):
         super().__init__()
         self.window = args.window_pattern[layer % len(args.window_pattern)]
         has_value_embed = value_embed_layout(args)[layer] != "."
-        self.attn = None if layer in args.no_attn_layers else Attention(args, has_value_embed)
+        self.attn = None if layer in args.no_attn_layers else Attention(args, has_value_embed, layer)
         self.mlp = None if layer in args.no_mlp_layers else MLP(args)
-        self.x0_skip, self.key_offset = args.x0_skip, args.key_offset and self.window == "L"
+        paired = layer in args.paired_heads
+        self.mask = self.window + ("2" if paired else "")  # build_masks' key
+        self.x0_skip, self.key_offset = args.x0_skip, args.key_offset and self.window == "L" and not paired
         if args.x0_skip:  # two parameters: record 2025-12-31 smooths a with other Adam betas than b
             self.resid_lambda = nn.Parameter(torch.tensor(args.resid_lambda_init))
             self.x0_lambda = nn.Parameter(torch.tensor(0.0))
+        self.sublayer = args.sublayer_lambdas
+        if self.sublayer:  # record 2026-07-17: the square root of resid_lambda_init per sublayer, 1 on its output
+            self.resid_lambdas = nn.Parameter(torch.full((2,), args.resid_lambda_init ** 0.5))
+            self.post_lambdas = nn.Parameter(torch.ones(2))
+            self.x0_lambda = nn.Parameter(torch.tensor(0.0))
 
-    def forward(self, x, x0, value_embed, rope, masks):
+    def forward(self, x, x0, value_embed, rope, masks, attn_in=None, bigram=None):
+        """attn_in: what attention reads instead of x (attn_input_layer); bigram: added to x's first channels
+        after attention (bigram_dim)."""
+        if self.sublayer:  # x = a x + b sublayer(norm(x)); lambdas in bf16, as record 2026-07-17 casts them
+            (resid_attn, resid_mlp), (post_attn, post_mlp) = self.resid_lambdas.bfloat16(), self.post_lambdas.bfloat16()
+            if self.attn is not None:
+                y = self.attn(norm(x if attn_in is None else attn_in), value_embed, rope[self.mask],
+                              masks[self.mask], self.key_offset)
+                x = resid_attn * x + post_attn * y + self.x0_lambda.bfloat16() * x0
+                x = x if bigram is None else add_channels(x, bigram)
+            if self.mlp is not None:
+                x = resid_mlp * x + post_mlp * self.mlp(norm(x))
+            return x
         if self.x0_skip:
             x = self.resid_lambda * x + self.x0_lambda * x0
         if self.attn is not None:
-            x = x + self.attn(norm(x), value_embed, rope, masks[self.window], self.key_offset)
+            x = x + self.attn(norm(x), value_embed, rope[self.mask], masks[self.mask], self.key_offset)
         if self.mlp is not None:
             x = x + self.mlp(norm(x))
         return x
+
+
+def add_channels(x, y):
+    """x with y (..., n) added to its first n channels."""
+    return torch.cat([x[..., :y.size(-1)] + y, x[..., y.size(-1):]], dim=-1)
 
 
 VAL_CHUNK = 16384  # validation tokens whose logits exist at once (bf16 + fp32: 4.6 GiB at vocab 50304)
@@ -1037,6 +1136,20 @@ def previous_tokens(idx):
     no_prev = (idx == EOT)
     no_prev[:, 0] = True
     return prev, no_prev
+
+
+MUDD_COEFS, MUDD_SCALE = 14, 0.1  # the last layer's MUDD coefficients (the output's: 5), their scale
+
+
+def mudd_bias(resid_lambda_init):
+    """MUDD's biases at the start (divided by MUDD_SCALE), so that the last layer starts as the others do (record
+    2026-07-17): value gates 2 (2 sigmoid's top), resid lambdas sqrt(resid_lambda_init), output lambdas 1, x0 0,
+    bigram 0.05; the output's weight on layer attn_input_layer's state -0.5 (the backout that it absorbed)."""
+    bias = torch.zeros(2, MUDD_COEFS)
+    r = resid_lambda_init ** 0.5
+    bias[0, 6:] = torch.tensor([2.0, 2.0, r, 1.0, 0.0, 0.05, r, 1.0])
+    bias[1, 1] = -0.5
+    return bias / MUDD_SCALE
 
 
 class GPT(nn.Module):
@@ -1062,10 +1175,20 @@ class GPT(nn.Module):
         if args.smear_gate:
             self.smear_gate = linear(GATE_CHANNELS, 1, zero_init=True)
             self.smear_lambda = nn.Parameter(torch.zeros(()))
-        if args.bigram_embed:  # record 2026-01-19: zero-initialised table, per-layer weight 0.1
-            self.bigram = nn.Embedding(V * args.bigram_embed, D)
+        for table in self.value_embeds if args.value_embed_std else ():  # record 2026-07-17
+            nn.init.normal_(table.weight, std=args.value_embed_std)
+        if args.bigram_embed:  # record 2026-01-19: zero-initialised table, per-layer weight 0.1 (2026-07-17: 0.05)
+            self.bigram = nn.Embedding(V * args.bigram_embed, args.bigram_dim or D)
             nn.init.zeros_(self.bigram.weight)
-            self.bigram_lambdas = nn.Parameter(torch.full((L,), 0.1))
+            self.bigram_lambdas = nn.Parameter(torch.full((L,), 0.05 if args.bigram_dim else 0.1))
+            if args.bigram_signs:  # record 2026-07-17: random signs, the same on every rank (one seed)
+                self.register_buffer("sign_table", torch.randn(args.bigram_signs, args.bigram_dim or D).sign())
+        if args.mudd:  # record 2026-07-17 (arXiv:2502.12170): 2 small MLPs of 64 hidden units, outputs scaled by 0.1
+            self.mudd_w1 = nn.Parameter(torch.empty(2, 64, D))
+            for w in self.mudd_w1.data:
+                nn.init.kaiming_uniform_(w, a=math.sqrt(5))
+            self.mudd_w2 = nn.Parameter(torch.zeros(2, MUDD_COEFS, 64))
+            self.mudd_b2 = nn.Parameter(mudd_bias(args.resid_lambda_init))
         self.backout_lambda = nn.Parameter(torch.tensor(0.5)) if args.backout else None  # one-4090 script: 0.5
         if args.multi_token:  # the weights of the next 3 tokens, set each step by apply_schedules
             self.register_buffer("mtp_weights", torch.tensor(mtp_weights_at(0, args)), persistent=False)
@@ -1081,11 +1204,28 @@ class GPT(nn.Module):
         return norm(x) if self.args.norm_after_embed else x
 
     def bigram_embedding(self, idx):
-        """Hashed (previous, current) token pair -> row; the last row stands for 'no previous token'."""
+        """Hashed (previous, current) token pair -> row; the last row stands for 'no previous token': at a
+        document start, or with bigram_dim only at the sequence's first position, as record 2026-07-17's loader
+        hashes (which also hashes the second position with that row's number for the token before it). With
+        bigram_signs the row is multiplied by a row of random signs picked by prev ^ token."""
         prev, no_prev = previous_tokens(idx)
         rows = self.bigram.num_embeddings
-        hashed = torch.bitwise_xor(36313 * idx, 27191 * prev) % (rows - 1)  # the hash of record 2026-01-19
-        return self.bigram(hashed.masked_fill(no_prev, rows - 1))
+        hashed_prev = prev
+        if self.args.bigram_dim:
+            no_prev = torch.zeros_like(no_prev)
+            no_prev[:, 0] = True
+            hashed_prev = torch.cat([prev[:, :1], torch.full_like(prev[:, :1], rows - 1), prev[:, 2:]], dim=1)
+        hashed = torch.bitwise_xor(36313 * idx, 27191 * hashed_prev) % (rows - 1)  # the hash of record 2026-01-19
+        bigram = self.bigram(hashed.masked_fill(no_prev, rows - 1))
+        if self.args.bigram_signs:  # record 2026-07-17: rows shared by many pairs differ in sign between them
+            signs = (torch.bitwise_xor(prev, idx) % self.sign_table.size(0)).masked_fill(no_prev, 0)
+            bigram = bigram * self.sign_table[signs]
+        return bigram
+
+    def mudd_coefs(self, x, which, n):
+        """n per-token coefficients (B, T, 1) from x by MUDD's MLP `which` (0: the last layer's, 1: the output's)."""
+        h = F.gelu(F.linear(x, self.mudd_w1[which]))
+        return ((F.linear(h, self.mudd_w2[which, :n]) + self.mudd_b2[which, :n]) * MUDD_SCALE).split(1, dim=-1)
 
     def forward(self, idx, targets=None, windows=None):
         """idx (B, T) int64 -> loss if targets are given, else logits (B, T, V) in fp32. The training loss is
@@ -1097,31 +1237,62 @@ class GPT(nn.Module):
             return self.head(x, targets)
 
     def trunk(self, idx, windows):
-        args, L = self.args, self.args.num_layers
-        masks = build_masks(idx, windows, tokens=args.window_tokens)
-        rope = (*self.rotary(idx.size(1), idx.device), self.rotary.q_gain)
+        args, L, T = self.args, self.args.num_layers, idx.size(1)
+        masks = build_masks(idx, windows, tokens=args.window_tokens, paired=bool(args.paired_heads))
+        rope = dict.fromkeys("LS", (*self.rotary(T, idx.device), self.rotary.q_gain))  # by build_masks' keys
+        if args.paired_heads:
+            rope.update(dict.fromkeys(("L2", "S2"), (*self.rotary(T, idx.device, paired=True), self.rotary.q_gain)))
         x = x0 = self.embed_tokens(idx)
         bigram = self.bigram_embedding(idx) if args.bigram_embed else None
+        if args.bigram_dim:  # record 2026-07-17: into x's and x0's first channels, then after each attention
+            bigram_lambdas = self.bigram_lambdas.bfloat16()
+            x = x0 = add_channels(x, bigram_lambdas[0] * bigram)
         # each table looked up once for its layers (record 2025-08-23): backward then scatters the layers'
         # gradients into the table once, not once per layer
         value_embeds = [table(idx) for table in self.value_embeds]
-        skips, backout = [], None
+        skips, backout, saved = [], None, {}  # saved: the outputs of attn_input_layer and gated_skip's first layer
         for i, (block, table) in enumerate(zip(self.blocks, value_embed_layout(args))):
             if args.unet_skips and i >= L - L // 2:  # decoder half: add the mirrored encoder layer's output
                 x = x + self.skip_weights[i - (L - L // 2)] * skips.pop()
             if args.gated_skip and i == args.gated_skip[1]:
                 gate = torch.sigmoid(self.skip_lambda) * 2 * torch.sigmoid(self.skip_gate(x0[..., :GATE_CHANNELS]))
                 x = x + gate * skips.pop()
-            if bigram is not None:
-                x = x + self.bigram_lambdas[i] * bigram
-            x = block(x, x0, None if table == "." else value_embeds[int(table)], rope, masks)
+            value_embed = None if table == "." else value_embeds[int(table)]
+            attn_in = saved.get(args.attn_input_layer)
+            if args.mudd and i == L - 1:
+                last_in = x
+                x = self.mudd_layer(block, x, x0, value_embed, rope, masks, bigram, attn_in)
+            elif args.bigram_dim:  # layer 0's went in with the embedding
+                x = block(x, x0, value_embed, rope, masks, attn_in, bigram_lambdas[i] * bigram if i else None)
+            else:
+                if bigram is not None:
+                    x = x + self.bigram_lambdas[i] * bigram
+                x = block(x, x0, value_embed, rope, masks, attn_in)
             if (args.unet_skips and i < L // 2) or (args.gated_skip and i == args.gated_skip[0]):
                 skips.append(x)
+            if i == args.attn_input_layer or (args.gated_skip and i == args.gated_skip[0]):
+                saved[i] = x
             if i + 1 == -(-2 * L // 3):  # the output of layer 7 of 12 (record 2025-10-04) or of 11 (2025-12-31)
                 backout = x
         if self.backout_lambda is not None:
             x = x - self.backout_lambda * backout
+        if args.mudd:  # the output adds x0, two saved outputs, the last layer's input and the first value table
+            mu = self.mudd_coefs(x, 1, 5)
+            x = (x + mu[0] * x0 + mu[1] * saved[args.attn_input_layer] + mu[2] * last_in + mu[3] * value_embeds[0]
+                 + mu[4] * saved[args.gated_skip[0]])
         return norm(x)
+
+    def mudd_layer(self, block, x, x0, value_embed, rope, masks, bigram, attn_in):
+        """The last layer with MUDD (record 2026-07-17): 14 per-token coefficients from its input x mix x0, layer
+        attn_input_layer's output (attn_in) and x into its values and its residual, and stand for its value
+        gate, lambdas and bigram weight."""
+        mu = self.mudd_coefs(x, 0, MUDD_COEFS)
+        v_extra = mu[0] * x0 + mu[1] * attn_in + mu[2] * x
+        x = (1 + mu[5]) * x + mu[3] * x0 + mu[4] * attn_in
+        gate = torch.cat([mu[6], mu[7]], dim=-1).repeat_interleave(self.args.num_heads // 2, dim=-1).unsqueeze(-1)
+        y = block.attn(norm(attn_in), value_embed, rope[block.mask], masks[block.mask], block.key_offset, gate, v_extra)
+        x = add_channels(mu[8] * x + mu[9] * y + mu[10] * x0, mu[11] * bigram)
+        return mu[12] * x + mu[13] * block.mlp(norm(x))
 
     def head(self, x, targets):
         args = self.args
@@ -1130,13 +1301,13 @@ class GPT(nn.Module):
         mtp = self.mtp_weights if args.multi_token else None
         if self.use_fp8 and self.training and targets is not None:  # validation in bf16, as the record evaluates
             return FP8HeadLoss.apply(x, self.lm_head.weight, targets.reshape(-1), B, args.logit_softcap,
-                                     args.softcap_form, mtp, args.fp8_head_scales)
+                                     args.softcap_form, mtp, args.fp8_head_scales, args.mtp_tail_grad)
         # (rows, V) in fp32; under torch.compile the cast fuses into the loss kernel
         logits = lambda rows: softcap(self.lm_head(rows).float(), args.logit_softcap, args.softcap_form)
         if targets is None:
             return logits(x).view(B, T, -1)
         if self.training and mtp is not None:
-            return multi_token_loss(logits(x), targets, mtp) / B
+            return multi_token_loss(logits(x), targets, mtp, args.mtp_tail_grad) / B
         if self.training:
             return F.cross_entropy(logits(x), targets.reshape(-1), reduction="sum") / B
         # validation: the mean per token, VAL_CHUNK tokens at a time, so that a 256K-token val sequence never holds

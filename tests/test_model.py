@@ -104,7 +104,8 @@ def test_model_on_the_flex_path_equals_the_dense_path(monkeypatch):
 @pytest.mark.parametrize("c,form,mtp,scales", [(30.0, "sigmoid", None, ()), (15.0, "tanh", None, ()),
                                                (23.0, "shifted", None, ()), (0.0, "sigmoid", None, ()),
                                                (23.0, "shifted", [1.0, 0.5, 0.2], ()),
-                                               (23.0, "shifted", [1.0, 0.5, 0.2], (100.0, 1.6, 0.75))])
+                                               (23.0, "shifted", [1.0, 0.5, 0.2], (100.0, 1.6, 0.75)),
+                                               (23.0, "shifted", [1.0, 0.5, 0.2], "tail")])
 def test_fp8_head_loss_and_gradients_match_fp32_within_tolerance(c, form, mtp, scales):
     torch.manual_seed(0)
     B, N, D, V = 2, 256, 128, 512
@@ -112,14 +113,15 @@ def test_fp8_head_loss_and_gradients_match_fp32_within_tolerance(c, form, mtp, s
     w = (torch.randn(V, D) * 0.3).requires_grad_()  # logits of std ~3: the caps bend them
     targets = torch.where(torch.arange(N) % 2 == 0, (x @ w.T).argmax(1), torch.randint(0, V, (N,)))  # half learned
     weights = None if mtp is None else torch.tensor(mtp)
-    loss = tg.FP8HeadLoss.apply(x, w, targets, B, c, form, weights, scales)
+    tail, scales = scales == "tail", () if scales == "tail" else scales  # mtp_tail_grad, against its fp32 form
+    loss = tg.FP8HeadLoss.apply(x, w, targets, B, c, form, weights, scales, tail)
     loss.backward()
     if scales:  # record 2025-12-31's scales: another rounding of the same values
         assert loss.item() != tg.FP8HeadLoss.apply(x, w, targets, B, c, form, weights).item()
     x32, w32 = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
     z = tg.softcap(x32 @ w32.T, c, form)
     ref = (F.cross_entropy(z, targets, reduction="sum") if mtp is None
-           else tg.multi_token_loss(z, targets.view(B, -1), weights)) / B
+           else tg.multi_token_loss(z, targets.view(B, -1), weights, tail)) / B
     ref.backward()
     rel = lambda a, b: ((a.float() - b).norm() / b.norm()).item()
     # e4m3 keeps 3 mantissa bits (relative step 1/16), e5m2 2 bits: errors average out over the D-long sums

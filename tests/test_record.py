@@ -486,3 +486,144 @@ def test_multi_token_loss_and_weights_are_the_2025_12_31_records(record_1231):
             assert tg.mtp_weights_at(step, ours) == pytest.approx([*their_weights.tolist(), 0, 0][:3], abs=1e-7), step
     finally:
         args.num_iterations, args.num_scheduled_iterations = saved
+
+
+# -----------------------------------------------------------------------------
+# The 2026-07-17 record on CPU (its triton_kernels.py as tools/record.py's torch stand-ins, stated there)
+
+
+@pytest.fixture(scope="session")
+def record_0717():
+    return loaded("2026-07-17")
+
+
+def small_0717_model(record_0717, seed=0):
+    """Its GPT as its script makes it (11 layers, 6 heads: its paired heads pair head g with g + 3), at head_dim
+    32, its bigram table 4096 rows of 64 (15 * 50304 of 192 in the record), on CPU with fp32 weights (its RoPE
+    tables stay bf16, as it keeps them)."""
+    record_0717["args"].bigram_vocab_size, record_0717["args"].bigram_dim = 4096, 64
+    torch.manual_seed(seed)
+    model = record_0717["GPT"](vocab_size=50257, num_layers=11, num_heads=6, head_dim=32, model_dim=192,
+                               max_seq_len=4096)
+    for p in model.parameters():
+        p.data = p.data.float()
+    return model
+
+
+def test_the_2026_07_17_record_trains_on_cpu_with_its_own_optimizer_and_loader(record_0717, proxy_dir):
+    """Its model, its TrainingManager (NorMuon every step, Adam on odd steps) and loader (documents cut at 896
+    tokens in its first stage, bigram hashes beside the tokens), its FP8 MLP emulated, for two steps as its main
+    loop runs them: the banks move a little on step 0 and no Adam parameter does; on step 1 the tables move."""
+    r = record_0717
+    model = small_0717_model(r)
+    r["grad_accum_steps"], r["grad_scale"] = 2, 1 / 2
+    try:
+        step = records.trainer(r, model)
+        loader = r["distributed_data_generator"](f"{proxy_dir}/wiki_train_*.bin", 2 * 1024, 896, grad_accum_steps=2)
+        banks = ("qk_bank", "vo_bank", "mlp_bank")
+        for index in range(2):
+            before = {name: p.detach().clone() for name, p in model.named_parameters()}
+            # read once its schedules have advanced: the loader hears the step's batch size and sequence length
+            loss = step(index, (loader.send(step.manager.train_loader_send_args) for _ in range(2)))
+            assert math.isfinite(loss.item())
+            moved = {name: (p.detach() - before[name]).square().mean().sqrt().item()
+                     for name, p in model.named_parameters()}
+            assert all(0 < moved[name] < 0.01 for name in banks), moved
+            tables = [moved[name] for name in ("embed.weight", "value_embeds", "bigram_embed.weight")]
+            assert (max(tables) == 0) if index == 0 else (min(tables) > 0), (index, moved)
+        assert model._mlp_down_act_scales[:11].ne(1).all()  # its FP8 MLP's delayed activation scales were set
+    finally:
+        r["grad_accum_steps"], r["grad_scale"] = 8, 1 / 8
+
+
+def paired_0717(record_0717, seed=0):
+    """Its GPT (small_0717_model, its bigram table 50304 rows: ours is vocab * 1) and ours (--preset=2026-07-17)
+    at the same size with the same weights (all randomised, so every path carries gradient) and sign table."""
+    theirs = small_0717_model(record_0717, seed)
+    record_0717["args"].bigram_vocab_size = 50304
+    theirs.bigram_embed = torch.nn.Embedding(50304, 64)
+    with torch.no_grad():
+        for p in theirs.parameters():
+            p.copy_(torch.randn_like(p) * (0.5 if p.ndim < 2 else 0.05) + (0.5 if p.ndim < 2 else 0))
+    mine = tg.GPT(tg.parse_args(["--preset=2026-07-17", "--model_dim=192", "--num_heads=6", "--head_dim=32",
+                                 "--bigram_dim=64", "--bigram_embed=1", "--fp8_head=off"]))
+    with torch.no_grad():
+        for name, p in mine.named_parameters():
+            p.copy_(their_0717_tensor(theirs, name))
+        mine.sign_table.copy_(theirs.bigram_sign_table)
+    return theirs, mine
+
+
+def their_0717_tensor(theirs, name, grad=False):
+    """Our parameter `name` (or its gradient) as its model stores it: banks of Q and K by head pairs, V and O,
+    MLP in and out; gates and lambdas in banks over layers; lm_head transposed; its RoPE's dimension pairs
+    (2i, 2i + 1) where ours are (i, i + head_dim / 2), so that our Q and K rows are its rows permuted per head."""
+    get = (lambda p: p.grad) if grad else (lambda p: p)
+    L, parts = 11, name.split(".")
+    if parts[0] == "blocks":
+        i = int(parts[1])
+        j, D = i - (i > 6), theirs.mlp_bank.size(-1)  # its attention layers skip layer 6
+        hd = D // 6
+        perm = torch.cat([torch.arange(0, hd, 2), torch.arange(1, hd, 2)])
+        qk = lambda: get(theirs.qk_bank)[:60].view(10, 2, 6, hd, D)[j][:, :, perm].reshape(2, D, D)
+        table = {"attn.qkv": lambda: torch.cat([qk(), get(theirs.vo_bank)[2 * j][None]]),
+                 "attn.proj.weight": lambda: get(theirs.vo_bank)[2 * j + 1],
+                 "attn.gate.weight": lambda: get(theirs.attn_gate_bank)[j],
+                 "attn.ve_gate.weight": lambda: get(theirs.ve_gate_bank)[i - 1 if i < 3 else i - 6],
+                 "attn.sa_lambdas": lambda: get(theirs.scalars)[2 * i:2 * i + 2],
+                 "attn.xsa": lambda: get(theirs.xsa_alphas)[i],
+                 "mlp.fc": lambda: get(theirs.mlp_bank)[i, 0].T,
+                 "mlp.proj.weight": lambda: get(theirs.mlp_bank)[i, 1].T,
+                 "resid_lambdas": lambda: get(theirs.resid_lambdas)[i],
+                 "post_lambdas": lambda: get(theirs.post_lambdas)[i],
+                 "x0_lambda": lambda: get(theirs.x0_lambdas)[i]}
+        return table[".".join(parts[2:])]()
+    table = {"lm_head.weight": lambda: get(theirs.lm_head.weight).T,
+             "smear_lambda": lambda: get(theirs.scalars)[2 * L], "skip_lambda": lambda: get(theirs.scalars)[2 * L + 1],
+             "bigram.weight": lambda: get(theirs.bigram_embed.weight)}
+    if parts[0] == "value_embeds":
+        return get(theirs.value_embeds).view(5, 50304, -1)[int(parts[1])]
+    return table[name]() if name in table else get(dict(theirs.named_parameters())[name])
+
+
+@pytest.mark.parametrize("training, grown", [(True, False), (False, True)])
+def test_the_2026_07_17_model_gives_its_logits_loss_and_gradients(record_0717, monkeypatch, training, grown):
+    """--preset=2026-07-17's model is its model: the same lm_head output (validation), loss (training: with
+    multi-token weights, summed; validation: the mean) and every gradient, on a sequence of several documents
+    with windows of 1 and 3 blocks (paired layers: 1 block of the doubled sequence), RoPE as it starts or after
+    YaRN's growth from 3 to 7 blocks. Its MLP in bf16 (DISABLE_FP8): its FP8 MLP is not ours yet."""
+    monkeypatch.setenv("DISABLE_FP8", "1")
+    monkeypatch.setitem(record_0717, "grad_scale", 1.0)  # its loss kernel scales its gradients by it
+    theirs, mine = paired_0717(record_0717)
+    theirs.train(training)
+    mine.train(training)
+    if grown:
+        theirs.yarn.apply(3 * 128, 7 * 128)
+        theirs.yarn_paired_head.apply(3 * 128, 7 * 128)
+        freq, gain = tg.yarn_growth(mine.rotary.inv_freq, 1.0, 3, 7)
+        mine.rotary.inv_freq.copy_(freq)
+        mine.rotary.q_gain.fill_(gain)
+    head = {}
+    theirs.lm_head.register_forward_hook(lambda m, i, o: head.__setitem__("theirs", o.reshape(-1, o.size(-1))))
+    mine.lm_head.register_forward_hook(lambda m, i, o: head.__setitem__("mine", o))
+    tokens, weights = sequence(7, docs_every=150)[:641], torch.tensor([1.0, 0.5, 0.25])
+    schedule = record_0717["ForwardScheduleConfig"](mtp_weights=weights, ws_short=128, ws_long=3 * 128,
+                                                    train_max_seq_len=2048)
+    inputs = tokens[:-1].int()
+    their_loss = theirs(inputs, tokens[1:], cu_seqlens_of(tokens[:-1]), record_0717["get_bigram_hash"](inputs),
+                        schedule)
+    their_loss = their_loss.sum() if training else their_loss.mean()
+    mine.mtp_weights.copy_(weights)
+    my_loss = mine(tokens[None, :-1], tokens[None, 1:], torch.tensor([3, 1]))
+    assert abs(my_loss.item() / their_loss.item() - 1) < 1e-5
+    if not training:
+        assert relative(head["mine"], head["theirs"]) < 1e-5
+        return
+    their_loss.backward()
+    my_loss.backward()
+    for name, p in mine.named_parameters():
+        theirs_grad = their_0717_tensor(theirs, name, grad=True)
+        if p.grad is None:  # what its last layer's MUDD stands for, and layer 6's x0 weight (no attention there)
+            assert theirs_grad.abs().max() == 0, name
+        else:
+            assert relative(p.grad, theirs_grad) < 1e-4, name

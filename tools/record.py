@@ -39,6 +39,7 @@ class Record:
     main_names: tuple  # what the tests need from its main part (after "# int main"): schedules, Hyperparameters
     main_globals: dict = field(default_factory=dict)  # what its main sets that its definitions read, at 1 process
     gathers_in_place: bool = False  # every all-gather's output holds its input already at 1 process
+    kernels_file: bool = False  # its Triton kernels are its triton_kernels.py, logged after the script (2026-07-17)
 
 
 RECORDS = {
@@ -48,6 +49,10 @@ RECORDS = {
     "2025-12-31": Record("modded-nanogpt_2025-12-31_96a77cab.txt", "# Computed for num_iters=5",
                          ("XXT", "ba_plus_cAA"), ("Hyperparameters",),
                          dict(rank=0, world_size=1, grad_accum_steps=8)),  # its main: 8 // world_size
+    # its distributed setup is at the top of the script (blanked: these stand for it, at 1 process)
+    "2026-07-17": Record("modded-nanogpt_2026-07-17_11cb620c.txt", "", ("XXT", "ba_plus_cAA"), (),
+                         dict(rank=0, world_size=1, grad_accum_steps=8, grad_scale=1 / 8, master_process=True),
+                         kernels_file=True),
 }
 
 
@@ -152,7 +157,7 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
     mask = (doc[:, None] == doc[None, :]) & (j <= i) & (j >= i - window_size[0])  # (T, T)
     y = F.scaled_dot_product_attention(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), attn_mask=mask,
                                        scale=softmax_scale)
-    return y.transpose(0, 1)
+    return y.transpose(0, 1).contiguous()  # (T, H, d) as FlashAttention returns it
 
 
 def flex_varlen_attention(tg):
@@ -187,7 +192,7 @@ def loader_batches(sequences):
     return [(seq[:-1].int(), seq[1:], cu_seqlens(seq[:-1])) for seq in sequences]
 
 
-def flash_attention_hub(name):
+def flash_attention_hub(name, version=None):
     """Stands in for the `kernels` hub's get_kernel('varunneal/flash-attention-3'), which is not stock PyTorch."""
     return types.SimpleNamespace(flash_attn_interface=types.SimpleNamespace(flash_attn_varlen_func=varlen_attention))
 
@@ -202,6 +207,108 @@ def scaled_square_plus(A, alpha, beta, out):
     return (torch.baddbmm if A.ndim == 3 else torch.addmm)(A, A, A.mT, beta=beta, alpha=alpha, out=out)
 
 
+def transposed_square(A, out):
+    """A.T @ A, what record 2026-07-17's XTX kernel computes (its Polar Express on tall matrices)."""
+    return torch.matmul(A.mT, A, out=out)
+
+
+class SoftcappedCrossEntropy(torch.autograd.Function):
+    """What record 2026-07-17's FusedSoftcappedCrossEntropy computes (its FP8 matmuls and CUDA kernel ce_fwd_bwd),
+    in the inputs' precision with plain matmuls: logits = x @ W (W stored (D, V)), z = A sigmoid((logits + B) / C),
+    per row t the loss sum_k w_k (lse_t - z_t[target_{t+k}]) over the k with t + k < rows; and the gradient as its
+    kernel writes it in the forward: grad_scale (its argument; the backward's incoming gradient is not read, as
+    there) times (S_w softmax(z) - the w_k of the valid k whose target each logit is) times dz/dlogits, where S_w
+    sums all the weights, also those of the k that run past the last row."""
+
+    @staticmethod
+    def forward(ctx, x, targets, mtp_weights, w, x_s, w_s, grad_s, grad_scale, A=23.0, B=5.0, C=7.5):
+        s = torch.sigmoid((x @ w + B) / C)
+        z = A * s
+        lse, n = z.logsumexp(-1), len(targets)
+        weights = torch.ones(1) if mtp_weights is None else mtp_weights.float()
+        losses, hits = torch.zeros(n, dtype=z.dtype), torch.zeros_like(z)
+        for k, weight in enumerate(weights):
+            rows = torch.arange(n - k)
+            losses[:n - k] += weight * (lse[:n - k] - z[rows, targets[k:]])
+            hits.index_put_((rows, targets[k:]), weight.expand(n - k).to(z.dtype), accumulate=True)
+        dz = weights.sum() * torch.softmax(z, -1) - hits
+        ctx.save_for_backward(x, w, grad_scale * dz * (A / C) * s * (1 - s))
+        return losses
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, w, dlogits = ctx.saved_tensors
+        return dlogits @ w.T, None, None, x.T @ dlogits, None, None, None, None, None, None, None
+
+
+class ReLUSquareMLP(torch.autograd.Function):
+    """What record 2026-07-17's FusedLinearReLUSquareFunction computes: relu(x @ W1.T)^2 @ W2, with its FP8 paths
+    as its kernel and torch._scaled_mm compute them (FP8 values as exact floats, products summed in fp32): the
+    up-projection from x_f8 and W1_f8 times dequant_scale; the down-projection from the activation quantised by
+    its delayed scale (min(post / scale, 448) in e4m3), times that scale and W2's. partial_amax, each GPU
+    program's largest activation, is the whole activation's on every entry (each program has tiles on a GPU).
+    Backward from the saved pre-activation, in x's precision, as its kernel."""
+
+    @staticmethod
+    def forward(ctx, x, W1, W2, W1_f8=None, dequant_scale=None, x_f8=None, W2_f8=None, W2_scale=None,
+                activation_scale=None, partial_amax=None):
+        x_flat = x.view(-1, x.shape[-1])
+        if W1_f8 is not None:
+            x_f8 = x_f8.view(-1, x_f8.shape[-1])
+            pre = ((x_f8.float() @ W1_f8.float().T) * dequant_scale).to(x.dtype)
+        else:
+            pre = x_flat @ W1.T
+        post = F.relu(pre).square()
+        if W2_f8 is not None:
+            post_f8 = (post.float() * (1 / activation_scale)).clamp(max=448.0).to(torch.float8_e4m3fn)
+            partial_amax.fill_(post.float().max())
+            out = ((post_f8.float() @ W2_f8.float()) * (activation_scale * W2_scale)).to(x.dtype)
+        else:
+            out = post @ W2
+        ctx.save_for_backward(x, W1, W2, pre, post)
+        return out.view(x.shape)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, W1, W2, pre, post = ctx.saved_tensors
+        grad = grad_output.view(-1, grad_output.shape[-1])
+        dpre = 2 * (grad @ W2.T) * F.relu(pre)
+        return (dpre @ W1).view(x.shape), dpre.T @ x.view(-1, x.shape[-1]), post.T @ grad, *[None] * 8
+
+
+def activation_scales(partial_amax, scales, headroom=1.25):
+    """record 2026-07-17's reduce_mlp_activation_scales: each layer's largest partial amax times headroom / 448."""
+    scales[:len(partial_amax)] = partial_amax.amax(dim=1).clamp_min(1e-12) * (headroom / 448.0)
+
+
+def quantized_down_weights(weights, output_storage, next_scales, used_scales, partial_amax, headroom=1.12):
+    """record 2026-07-17's quantize_transpose_mlp_down_weights: (L, H, D) weights / next_scales (the delayed scale
+    of each layer), clamped to +-448, transposed into e4m3 (L, D, H); used_scales becomes the scale used; then
+    next_scales the weights' amax times headroom / 448."""
+    values = weights.float()
+    quantized = (values / next_scales.view(-1, 1, 1)).clamp(-448.0, 448.0)
+    output_storage.copy_(quantized.transpose(1, 2).to(torch.float8_e4m3fn))
+    partial_amax.copy_(values.abs().amax(dim=(1, 2))[:, None].expand_as(partial_amax))
+    used_scales.copy_(next_scales)
+    activation_scales(partial_amax, next_scales, headroom)
+
+
+def kernels_2026_07_17(original_update):
+    """Its triton_kernels.py as CPU stand-ins, and its NorMuon's bf16 + mantissa update done on fp32 weights."""
+    def update(p, mantissa, grad, wd_tensor, lr_tensor):
+        if p.shape == mantissa.shape:  # bf16 weights (their script's): its own update
+            return original_update(p, mantissa, grad, wd_tensor, lr_tensor)
+        p = p.view(torch.float32)  # fp32 weights are its bf16 + mantissa pair: the same update on them
+        mask = (grad * p) >= 0
+        p.copy_(p - p * mask * wd_tensor * lr_tensor - grad * lr_tensor)
+    return dict(XXT=symmetric_square, XTX=transposed_square, ba_plus_cAA=scaled_square_plus,
+                FusedLinearReLUSquareFunction=ReLUSquareMLP, FusedSoftcappedCrossEntropy=SoftcappedCrossEntropy,
+                quantize_transpose_mlp_down_weights=quantized_down_weights,
+                reduce_mlp_activation_scales=activation_scales,
+                transpose_add=lambda src, dst: dst.add_(src.T), transpose_copy=lambda src, dst: dst.copy_(src.T),
+                update=staticmethod(update))
+
+
 def load(date, cpu, reference=REFERENCE):
     """The record of `date`: its definitions, the main part's RECORDS names and its globals, as a dict; `args` is
     its Hyperparameters(). None without its source (../shared/reference, or where tools/gpu_check.py carried it)."""
@@ -211,6 +318,15 @@ def load(date, cpu, reference=REFERENCE):
         return None
     text = source.read_text()
     code = text[:text.index("\n=====")]  # the script, then its log
+    if record.kernels_file:  # the script, then its triton_kernels.py
+        assert cpu, "its Triton kernels and CUDA cross-entropy on a GPU: not yet"
+        code = code[:code.index("\n\n" + "-" * 40 + "\n# triton_kernels.py")]
+        start, end = code.index("with open(sys.argv[0], 'r')"), code.index("import copy")  # reads its source
+        code = code[:start] + "code = ''" + "\n" * code[start:end].count("\n") + code[end:]
+        start = code.index('rank = int(os.environ["RANK"])')  # its distributed setup, to master_process's line
+        end = code.index("\n", code.index("master_process = (rank == 0)"))
+        code = code[:start] + "\n" * code[start:end].count("\n") + code[end:]
+        code = re.sub(r"^from triton_kernels import .*$", "", code, flags=re.M)
     name = f"record_{date.replace('-', '_')}"
     # its lines stay where they are: Triton reads its kernels' source back from the file
     blank = lambda match: "\n" * match.group().count("\n")
@@ -227,9 +343,15 @@ def load(date, cpu, reference=REFERENCE):
                 .replace("= k[:, :-1, :, self.head_dim // 4:self.head_dim // 2]",
                          "= k[:, :-1, :, self.head_dim // 4:self.head_dim // 2].clone()")
                 .replace("= k[:, :-1, :, 3 * self.head_dim // 4:]", "= k[:, :-1, :, 3 * self.head_dim // 4:].clone()")
-                .replace('os.environ["PYTORCH_ALLOC_CONF"]', "_alloc_conf").replace("dynamo.config.", "_dynamo_"))
-        start, end = code.index(TRITON_START), code.index(record.triton_end)
-        code = code[:start] + "\n" * code[start:end].count("\n") + code[end:]
+                .replace('os.environ["PYTORCH_ALLOC_CONF"]', "_alloc_conf").replace("dynamo.config.", "_dynamo_")
+                # 2026-07-17: its Polar Express in fp32 as the others'; its key offset as 12-31's; an H100's SMs
+                .replace("X = g.bfloat16()", "X = g.float()")
+                .replace("= k[:, :-1, :, self.head_dim // 2:]", "= k[:, :-1, :, self.head_dim // 2:].clone()")
+                .replace("torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count",
+                         "132"))
+        if not record.kernels_file:
+            start, end = code.index(TRITON_START), code.index(record.triton_end)
+            code = code[:start] + "\n" * code[start:end].count("\n") + code[end:]
         code = re.sub(r"^\s*(@torch\.compile|import triton).*$", "", code, flags=re.M)
     definitions, main = code.split("# int main", 1)
     lines = main.splitlines()
@@ -242,7 +364,14 @@ def load(date, cpu, reference=REFERENCE):
     namespace = module.__dict__
     device = torch.device("cpu" if cpu else "cuda")
     namespace.update(get_kernel=flash_attention_hub, device=device, record_date=date, **record.main_globals)
+    if record.kernels_file:
+        kernels = kernels_2026_07_17(None)
+        namespace.update({k: v for k, v in kernels.items() if k != "update"})
     exec(compile(definitions + "\n".join(sum(wanted, [])), str(source), "exec"), namespace)
+    if record.kernels_file:
+        optimizer = namespace["NorMuonAndAdam"]
+        optimizer._cautious_wd_and_update_inplace = kernels_2026_07_17(
+            optimizer._cautious_wd_and_update_inplace)["update"]
     namespace["dist"] = OneProcess(record.gathers_in_place)
     if "args" not in namespace:
         namespace["args"] = namespace["Hyperparameters"]()
@@ -290,6 +419,27 @@ def trainer(record, model, compile=False, forward=None):
     tools/gpu_check.py."""
     compiled = torch.compile(model, dynamic=False, fullgraph=True) if compile else model
     forward = forward or compiled
+    if record["record_date"] == "2026-07-17":
+        manager = record["TrainingManager"](compiled)
+        model.quantize_mlp_fp8(bootstrap_down=True)  # as its script leaves the model before its first step
+
+        def step(index, batches, say=None):
+            manager.advance_schedule(index)
+            loss, start = 0, time.perf_counter()
+            for i, (inputs, targets, seqlens, bigram_inputs, *_) in enumerate(batches):
+                micro = forward(inputs, targets, seqlens, bigram_inputs, manager.get_forward_args()).sum()
+                (micro * record["grad_scale"]).backward()
+                loss = loss + micro.detach()
+                if say:
+                    say(f"step {index}: micro-batch {i + 1} forward and backward done at"
+                        f" {time.perf_counter() - start:.0f} s")
+            manager.step_optimizers(index)
+            model.quantize_mlp_fp8(bootstrap_down=index < 16)
+            if say:
+                say(f"step {index}: optimizer done at {time.perf_counter() - start:.0f} s")
+            return loss
+        step.manager = manager
+        return step
     if record["record_date"] == "2025-12-31":
         manager = record["TrainingManager"](compiled)
         manager.reset(manager.get_state())  # as its script leaves it after its warmup: no gradient sync pending
