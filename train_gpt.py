@@ -249,13 +249,12 @@ RECORD_2025_12_31 = dict(
 MODEL_2026_07_17 = dict(
     num_layers=11, no_attn_layers=(6,), window_pattern="SSSLSSSSSSL", value_embeds=5,
     value_embed_layout=".01.....234", value_embed_std=0.01, ve_gate=True, ve_gate_mix=True, sa_lambdas=True,
-    resid_lambda_init=1.1, attn_out_init=True, x0_skip=False, sublayer_lambdas=True, unet_skips=False,
+    resid_lambda_init=1.1, qkv_init=0.5, attn_out_init=True, x0_skip=False, sublayer_lambdas=True, unet_skips=False,
     gated_skip=(3, 6), key_offset=True, yarn=True, attn_scale=0.1, smear_gate=True, logit_softcap=23.0,
     softcap_form="shifted", multi_token=True, window_tokens=True, bigram_embed=15, bigram_dim=192,
     bigram_signs=8192, paired_heads=(0, 2, 5, 9), xsa_layers=(1, 3, 4, 7, 8, 10), attn_input_layer=7, mudd=True,
     mtp_tail_grad=True, fp8_head_scales=(100.0, 1.6, 0.75))
-RECORD_2026_07_17 = dict(RECORD_2025_12_31, **MODEL_2026_07_17, backout=False, tied_embed_until=0,
-                         num_iterations=1390, extension_steps=10)
+RECORD_2026_07_17 = dict(RECORD_2025_12_31, **MODEL_2026_07_17, backout=False, num_iterations=1390, extension_steps=10)
 
 PRESETS = {
     "record": RECORD_2025_12_31,  # the newest record whose math is here: 8xH100, or fewer GPUs accumulating

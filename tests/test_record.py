@@ -499,9 +499,9 @@ def record_0717():
 
 def small_0717_model(record_0717, seed=0):
     """Its GPT as its script makes it (11 layers, 6 heads: its paired heads pair head g with g + 3), at head_dim
-    32, its bigram table 4096 rows of 64 (15 * 50304 of 192 in the record), on CPU with fp32 weights (its RoPE
+    32, its bigram table 50304 rows of 64 (15 * 50304 of 192 in the record), on CPU with fp32 weights (its RoPE
     tables stay bf16, as it keeps them)."""
-    record_0717["args"].bigram_vocab_size, record_0717["args"].bigram_dim = 4096, 64
+    record_0717["args"].bigram_vocab_size, record_0717["args"].bigram_dim = 50304, 64
     torch.manual_seed(seed)
     model = record_0717["GPT"](vocab_size=50257, num_layers=11, num_heads=6, head_dim=32, model_dim=192,
                                max_seq_len=4096)
@@ -537,21 +537,40 @@ def test_the_2026_07_17_record_trains_on_cpu_with_its_own_optimizer_and_loader(r
 
 
 def paired_0717(record_0717, seed=0):
-    """Its GPT (small_0717_model, its bigram table 50304 rows: ours is vocab * 1) and ours (--preset=2026-07-17)
-    at the same size with the same weights (all randomised, so every path carries gradient) and sign table."""
+    """Its GPT (small_0717_model) and ours (--preset=2026-07-17, its bigram table vocab * 1 rows) at the same size
+    with the same weights (all randomised, so every path carries gradient) and sign table."""
     theirs = small_0717_model(record_0717, seed)
-    record_0717["args"].bigram_vocab_size = 50304
-    theirs.bigram_embed = torch.nn.Embedding(50304, 64)
     with torch.no_grad():
         for p in theirs.parameters():
             p.copy_(torch.randn_like(p) * (0.5 if p.ndim < 2 else 0.05) + (0.5 if p.ndim < 2 else 0))
-    mine = tg.GPT(tg.parse_args(["--preset=2026-07-17", "--model_dim=192", "--num_heads=6", "--head_dim=32",
-                                 "--bigram_dim=64", "--bigram_embed=1", "--fp8_head=off"]))
+    mine = small_0717_ours()
+    mine.embed_tied = False  # its embedding is its own parameter in the forward, tied by its optimizer
     with torch.no_grad():
         for name, p in mine.named_parameters():
             p.copy_(their_0717_tensor(theirs, name))
         mine.sign_table.copy_(theirs.bigram_sign_table)
     return theirs, mine
+
+
+def small_0717_ours():
+    return tg.GPT(tg.parse_args(["--preset=2026-07-17", "--model_dim=192", "--num_heads=6", "--head_dim=32",
+                                 "--bigram_dim=64", "--bigram_embed=1", "--fp8_head=off"]))
+
+
+def test_the_2026_07_17_model_starts_as_its_model(record_0717):
+    """Every parameter of ours at the start against its counterpart in its freshly made model: the same values
+    where they are set (zeros, lambdas, MUDD's biases), the same spread where they are drawn (RMS within 5%, of
+    V and O too: neither starts at zero). Their lm_head starts as a normal of std 0.005 and is the embedding."""
+    theirs, mine = small_0717_model(record_0717), small_0717_ours()
+    for name, p in mine.named_parameters():
+        their = their_0717_tensor(theirs, name).detach().float()
+        if name == "embed.weight":  # ours is lm_head's weight while tied
+            p, their = mine.lm_head.weight, theirs.embed.weight
+        if their.unique().numel() <= 16:  # set, not drawn
+            assert torch.allclose(p.detach(), their, atol=1e-6), name
+        else:
+            rms = lambda t: t.detach().float().square().mean().sqrt().item()
+            assert abs(rms(p) / rms(their) - 1) < 0.05 and abs(p.mean().item()) < 0.1 * rms(their), name
 
 
 def their_0717_tensor(theirs, name, grad=False):
