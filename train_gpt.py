@@ -101,6 +101,7 @@ class Hyperparameters:
     #                         following the batch schedule (record 2025-12-31: 8 sequences of 16K, 32K, 48K)
     align_to_doc: bool = True  # start every sequence at a document start (EOT), as record 2025-08-23 does
     max_doc_len: int = 0  # > 0: a sequence packs documents, each cut at this many tokens (0: one document's start)
+    doc_len_schedule: str = ""  # "STEP:TOKENS,...": max_doc_len from each STEP on (record 2026-07-17: 896, then 2048)
     seed: int = 0  # init, and the shard order of every epoch after the first
     # model: GPT-2 124M
     vocab_size: int = 50304  # 50257 padded to a multiple of 128
@@ -192,6 +193,7 @@ class Hyperparameters:
     cooldown_frac: float = 0.45  # record 2025-08-23: flat, then linear cooldown over the last 45%
     final_lr_frac: float = 0.1  # record 2025-08-23
     lr_peaks: tuple[float, ...] = (1.0,)  # lr before the cooldown, in equal stages (2025-12-31: 1, 1.52, 1.73)
+    lr_stage_from_start: bool = False  # a stage's lr from its first step (2026-07-17), not the next (2025-12-31)
     extension_steps: int = 0  # the last N steps run at the schedules' final values (2025-12-31: 40 of 1825)
     # run
     val_loss_every: int = 125  # 0 = only at the end
@@ -243,9 +245,9 @@ RECORD_2025_12_31 = dict(
     adam_eps=1e-8, adam_every=2, adam_fp32_state=True, num_iterations=1825, extension_steps=40, cooldown_frac=0.5,
     lr_peaks=(1.0, 1.52, 1.73), val_loss_every=250)
 
-# record 2026-07-17 (1390 steps, 3.2784 in 79.7 s on 8xH100): its model, checked against its code in
-# tests/test_record.py. Not yet its schedules (sequence-length stages, its lr and embedding split steps) nor its
-# optimizer (one NorMuon + Adam with per-parameter settings, paired-head Muon) nor its FP8 MLP: README
+# record 2026-07-17 (1390 steps, 3.2784 in 79.7 s on 8xH100): its model and schedules, checked against its code
+# in tests/test_record.py. Not yet its optimizer (one NorMuon + Adam with per-parameter settings, paired-head
+# Muon) nor its FP8 MLP: README
 MODEL_2026_07_17 = dict(
     num_layers=11, no_attn_layers=(6,), window_pattern="SSSLSSSSSSL", value_embeds=5,
     value_embed_layout=".01.....234", value_embed_std=0.01, ve_gate=True, ve_gate_mix=True, sa_lambdas=True,
@@ -254,7 +256,10 @@ MODEL_2026_07_17 = dict(
     softcap_form="shifted", multi_token=True, window_tokens=True, bigram_embed=15, bigram_dim=192,
     bigram_signs=8192, paired_heads=(0, 2, 5, 9), xsa_layers=(1, 3, 4, 7, 8, 10), attn_input_layer=7, mudd=True,
     mtp_tail_grad=True, fp8_head_scales=(100.0, 1.6, 0.75))
-RECORD_2026_07_17 = dict(RECORD_2025_12_31, **MODEL_2026_07_17, backout=False, num_iterations=1390, extension_steps=10)
+RECORD_2026_07_17 = dict(
+    RECORD_2025_12_31, **MODEL_2026_07_17, backout=False, num_iterations=1390, extension_steps=10,
+    batch_schedule="460:262144,920:393216", max_doc_len=896, doc_len_schedule="460:2048", lr_stage_from_start=True,
+    cooldown_frac=0.6, final_lr_frac=0.15)
 
 PRESETS = {
     "record": RECORD_2025_12_31,  # the newest record whose math is here: 8xH100, or fewer GPUs accumulating
@@ -395,6 +400,7 @@ def validate(args):
          "0, or with --micro_batch_seqs=1 a divisor of every batch size into sequences of whole 128-token blocks"),
         *((name, getattr(args, name) in typing.get_args(kind), f"one of {', '.join(typing.get_args(kind))}")
           for name, kind in typing.get_type_hints(Hyperparameters).items() if typing.get_origin(kind) is Literal),
+        ("doc_len_schedule", not args.doc_len_schedule or args.max_doc_len, "empty without --max_doc_len"),
         ("window_blocks_start", 1 <= args.window_blocks_start, "at least 1"),
         ("window_blocks_end", args.window_blocks_start <= args.window_blocks_end, "at least window_blocks_start"),
         ("cooldown_frac", 0 <= args.cooldown_frac <= 1, "between 0 and 1"),
@@ -408,17 +414,23 @@ def validate(args):
         if not ok:
             raise ConfigError(f"--{name}={getattr(args, name)!r} must be {expected}")
     parse_batch_schedule(args)
+    if not all(n > 0 for _, n in parse_schedule(args, "doc_len_schedule", args.max_doc_len or 1)[1:]):
+        raise ConfigError(f"--doc_len_schedule={args.doc_len_schedule!r} must be lengths above 0")
+
+
+def parse_schedule(args, name, first):
+    """Field `name`, 'STEP:VALUE,...' -> sorted [(step, value)], starting with (0, first)."""
+    stages = {0: first}
+    for part in filter(None, getattr(args, name).replace(" ", "").split(",")):
+        step, colon, value = part.partition(":")
+        if not (colon and step.isdigit() and value.isdigit()):
+            raise ConfigError(f"--{name}: {part!r} is not STEP:VALUE (e.g. 0:196608,500:393216)")
+        stages[int(step)] = int(value)
+    return sorted(stages.items())
 
 
 def parse_batch_schedule(args):
-    """'STEP:TOKENS,...' -> sorted [(step, tokens)], starting with (0, tokens_per_step)."""
-    stages = {0: args.tokens_per_step}
-    for part in filter(None, args.batch_schedule.replace(" ", "").split(",")):
-        step, colon, tokens = part.partition(":")
-        if not (colon and step.isdigit() and tokens.isdigit()):
-            raise ConfigError(f"--batch_schedule: {part!r} is not STEP:TOKENS (e.g. 0:196608,500:393216)")
-        stages[int(step)] = int(tokens)
-    return sorted(stages.items())
+    return parse_schedule(args, "batch_schedule", args.tokens_per_step)
 
 
 # -----------------------------------------------------------------------------
@@ -564,10 +576,12 @@ class TokenStream:
             self._next_shard()
         raise ShardError(f"no shard among {self.files[0]}... holds a sequence of {self.seq_len + 1} tokens")
 
-    def next_step(self, tokens_per_step, seq_len=None):
+    def next_step(self, tokens_per_step, seq_len=None, max_doc_len=None):
         """This rank's micro-batches for one optimizer step: an int64 array (accum, micro_batch_seqs, seq_len+1);
-        seq_len, if given, from this step on (record 2025-12-31's sequences grow with its batch)."""
+        seq_len, if given, from this step on (record 2025-12-31's sequences grow with its batch), and so
+        max_doc_len (record 2026-07-17's documents are cut at 896 tokens, then 2048)."""
         self.seq_len = seq_len or self.seq_len
+        self.max_doc_len = max_doc_len or self.max_doc_len
         accum = grad_accum_steps(tokens_per_step, self.world_size, self.micro_batch_seqs * self.seq_len)
         per_rank = accum * self.micro_batch_seqs
         if not self._step_fits(tokens_per_step):
@@ -1727,12 +1741,15 @@ def scheduled_steps(args):
 
 def lr_multiplier(step, args):
     """lr_peaks in equal stages of the scheduled steps (a stage from just after its start, as record 2025-12-31
-    ties it to the batch size), the last cooldown_frac of them linear down to final_lr_frac; then final_lr_frac."""
+    ties it to the batch size, or with lr_stage_from_start from its first step, round(k N / stages), as record
+    2026-07-17), the last cooldown_frac of them linear down to final_lr_frac; then final_lr_frac."""
     N, peaks = scheduled_steps(args), args.lr_peaks
     if step > N:
         return args.final_lr_frac
     x = step / N
-    peak = peaks[sum(x > k / len(peaks) for k in range(1, len(peaks)))]
+    passed = (step >= round(k * N / len(peaks)) if args.lr_stage_from_start else x > k / len(peaks)
+              for k in range(1, len(peaks)))
+    peak = peaks[sum(passed)]
     if x < 1 - args.cooldown_frac:
         return peak
     w = (1 - x) / args.cooldown_frac
@@ -1794,6 +1811,10 @@ def tokens_per_step_at(step, args):
 
 def seq_len_at(step, args):
     return tokens_per_step_at(step, args) // args.seqs_per_step if args.seqs_per_step else args.seq_len
+
+
+def max_doc_len_at(step, args):
+    return [n for start, n in parse_schedule(args, "doc_len_schedule", args.max_doc_len) if start <= step][-1]
 
 
 def rope_base_at(step, args):
@@ -2334,7 +2355,8 @@ def run_loop(run, step, train_time_ms):
                     return (stop_request[1], step) if stop_now else None
                 clock.start()
             windows, epoch = apply_schedules(step, args, run.raw_model, run.muon, run.adam), run.stream.epoch
-            batches = to_device(run.stream.next_step(tokens_per_step_at(step, args), seq_len_at(step, args)),
+            batches = to_device(run.stream.next_step(tokens_per_step_at(step, args), seq_len_at(step, args),
+                                                     max_doc_len_at(step, args)),
                                 run.device)
             if run.stream.epoch != epoch:
                 run.log(f"epoch {run.stream.epoch + 1} begins at step {step + 1}, after {run.tokens_before[step]}"

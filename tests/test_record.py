@@ -4,6 +4,7 @@
 equivalents (dense masks for FlexAttention and FlashAttention-3, matmuls for their Newton-Schulz / Polar Express
 kernels, in fp32, the fp32 lm_head for the FP8 op, one process for their collectives). Skipped without ../shared."""
 import math
+import types
 import sys
 
 import numpy as np
@@ -646,3 +647,32 @@ def test_the_2026_07_17_model_gives_its_logits_loss_and_gradients(record_0717, m
             assert theirs_grad.abs().max() == 0, name
         else:
             assert relative(p.grad, theirs_grad) < 1e-4, name
+
+
+def test_the_2026_07_17_schedules_are_its_schedules(record_0717):
+    """Every step of its 1390 (1380 scheduled, 10 extension) as its TrainingManager advances them and its
+    TrainingSchedule reads them: windows (1, 3) -> (3, 7) -> (5, 11) -> (6, 13) and 20 at the final validation,
+    batch 131072 -> 262144 -> 393216 tokens, documents cut at 896 then 2048 tokens, MTP weights, lr (stages from
+    their first step, cooldown over the last 60% to 0.15), Muon's momentum, Adam on odd steps, the embedding
+    split after step 921."""
+    r, args = record_0717, tg.parse_args(["--preset=2026-07-17"])
+    schedule = r["training_schedule"]
+    yarn = types.SimpleNamespace(apply=lambda *a: None)  # what YaRN does at each growth: test_record's model tests
+    first = r["TRAINING_STAGES"][0]  # as its reset() starts them
+    manager = types.SimpleNamespace(ws_long=first.window_sizes[1], batch_size=first.batch_size, block_size=128,
+                                    train_max_seq_len=first.train_max_seq_len,
+                                    model=types.SimpleNamespace(yarn=yarn, yarn_paired_head=yarn))
+    assert args.num_iterations == schedule.total_steps
+    for step in range(schedule.total_steps):
+        r["TrainingManager"].advance_schedule(manager, step)
+        assert tg.window_blocks(step, args) == (manager.ws_long, manager.ws_short), step
+        assert tg.tokens_per_step_at(step, args) == manager.batch_size, step
+        assert tg.seq_len_at(step, args) == manager.batch_size // 8, step  # 8 sequences a step, as its 8 GPUs
+        assert tg.max_doc_len_at(step, args) == manager.train_max_seq_len, step
+        assert tg.mtp_weights_at(step, args) == pytest.approx([*manager.mtp_weights.tolist(), 0, 0][:3]), step
+        assert tg.lr_multiplier(step, args) == pytest.approx(schedule.get_lr(step), abs=1e-12), step
+        assert tg.muon_momentum(step, args) == pytest.approx(r["get_muon_momentum"](step), abs=1e-12), step
+        assert tg.adam_steps_at(step, args) == r["TrainingManager"]._is_adam_step(None, step), step
+        assert tg.embed_tied_at(step + 1, args) == (step < schedule.split_step), step  # untied after its step
+    r["TrainingManager"].apply_final_ws_ext(manager)
+    assert tg.window_blocks(schedule.total_steps, args, validation=True)[0] == manager.ws_long == 20
