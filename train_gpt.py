@@ -142,6 +142,7 @@ class Hyperparameters:
     ve_gate_mix: bool = False  # the value gate reads 6 channels of the input and 6 of the table (2026-07-17)
     attn_out_init: bool = False  # attention-out weights start uniform as V's do, not at zero (2026-07-17)
     paired_heads: tuple[int, ...] = ()  # layers whose heads attend in pairs over a doubled sequence (2026-07-17)
+    pair_muon: bool = False  # Q and K are matrices of 2 heads each for Muon, not of all heads (2026-07-17)
     xsa_layers: tuple[int, ...] = ()  # layers that remove a learned part of y along v (XSA) (2026-07-17)
     attn_input_layer: int = -1  # >= 0: the later layers' attention reads this layer's output (2026-07-17: 7)
     sublayer_lambdas: bool = False  # x = a x + b sublayer(x) for attention and MLP each; x0 after attention
@@ -185,7 +186,7 @@ class Hyperparameters:
     adam_eps: float = 1e-10  # record 2025-08-23
     bigram_betas: tuple[float, ...] = (0.75, 0.95)  # the bigram table's Adam (record 2026-01-19; lr is embed_lr)
     bigram_weight_decay: float = 0.025  # cautious, times lr**2 (record 2026-01-19: 0.005 x wd_mul 5)
-    adam_recipe: Literal["2025-08-23", "2025-12-31"] = "2025-08-23"  # whose Adam groups: the lrs above, or ADAM_1231
+    adam_recipe: Literal["2025-08-23", "2025-12-31", "2026-07-17"] = "2025-08-23"  # the lrs above or ADAM_RECIPES
     adam_every: int = 1  # Adam steps every Nth step, on the N steps' gradients summed (record 2025-12-31: 2)
     adam_fp32_state: bool = False  # Adam's moments in fp32 for bf16 parameters too (record 2025-12-31)
     # schedule
@@ -255,7 +256,8 @@ MODEL_2026_07_17 = dict(
     gated_skip=(3, 6), key_offset=True, yarn=True, attn_scale=0.1, smear_gate=True, logit_softcap=23.0,
     softcap_form="shifted", multi_token=True, window_tokens=True, bigram_embed=15, bigram_dim=192,
     bigram_signs=8192, paired_heads=(0, 2, 5, 9), xsa_layers=(1, 3, 4, 7, 8, 10), attn_input_layer=7, mudd=True,
-    mtp_tail_grad=True, fp8_head_scales=(100.0, 1.6, 0.75))
+    mtp_tail_grad=True, fp8_head_scales=(100.0, 1.6, 0.75), pair_muon=True, adam_recipe="2026-07-17",
+    normuon_beta2=0.9, muon_lr_muls=(1.0, 2.0, 4.0), adam_eps=1e-10)
 RECORD_2026_07_17 = dict(
     RECORD_2025_12_31, **MODEL_2026_07_17, backout=False, num_iterations=1390, extension_steps=10,
     batch_schedule="460:262144,920:393216", max_doc_len=896, doc_len_schedule="460:2048", lr_stage_from_start=True,
@@ -379,6 +381,7 @@ def validate(args):
           for name in ("paired_heads", "xsa_layers")),
         ("paired_heads", not args.paired_heads or args.num_heads % 2 == 0, "empty with an odd num_heads"),
         ("xsa_layers", not set(args.xsa_layers) & set(args.paired_heads), "layers not in --paired_heads"),
+        ("pair_muon", not args.pair_muon or args.num_heads % 2 == 0, "false with an odd num_heads"),
         ("bigram_dim", 0 <= args.bigram_dim <= args.model_dim, f"between 0 and model_dim = {args.model_dim}"),
         ("attn_input_layer", -1 <= args.attn_input_layer < L, f"-1 (off) or a layer in 0..{L - 1}"),
         ("sublayer_lambdas", not (args.sublayer_lambdas and args.x0_skip), "false with --x0_skip (it mixes x0 in)"),
@@ -1015,8 +1018,12 @@ class Attention(nn.Module):
         self.args, self.H, self.hd = args, args.num_heads, args.head_dim
         # Q, K and V as one (3, H*hd, D) weight: one matmul forward, and Muon orthogonalises each of the three
         # on its own (record 2025-08-23)
-        self.qkv = nn.Parameter(init_weight(torch.empty(3, self.H * self.hd, args.model_dim), args.model_dim,
-                                            gain=args.qkv_init))
+        D, self.pair_muon = args.model_dim, args.pair_muon
+        if args.pair_muon:  # record 2026-07-17: Muon orthogonalises Q and K by pairs of heads, (2, H/2, 2 hd, D)
+            self.qk = nn.Parameter(init_weight(torch.empty(2, self.H // 2, 2 * self.hd, D), D, gain=args.qkv_init))
+            self.v = nn.Parameter(init_weight(torch.empty(self.H * self.hd, D), D, gain=args.qkv_init))
+        else:
+            self.qkv = nn.Parameter(init_weight(torch.empty(3, self.H * self.hd, D), D, gain=args.qkv_init))
         self.proj = linear(self.H * self.hd, args.model_dim, zero_init=args.zero_init_out and not args.attn_out_init)
         self.paired = layer in args.paired_heads
         self.xsa = nn.Parameter(torch.zeros(self.H)) if layer in args.xsa_layers else None  # tanh(0): off at first
@@ -1030,7 +1037,8 @@ class Attention(nn.Module):
     def forward(self, x, value_embed, rope, mask, key_offset=False, ve_gate=None, v_extra=None):
         """ve_gate (B, T, H, 1) and v_extra (B, T, D), given by MUDD, replace the value gate and add to v."""
         B, T, _ = x.shape
-        qkv, out = self.qkv.flatten(0, 1), self.proj.weight
+        qkv = torch.cat([self.qk.flatten(0, 2), self.v]) if self.pair_muon else self.qkv.flatten(0, 1)
+        out = self.proj.weight
         if self.sa_lambdas is not None:
             qkv, out = self.sa_lambdas[0] * qkv, self.sa_lambdas[1] * out
         q, k, v = F.linear(x, qkv).view(B, T, 3 * self.H, self.hd).chunk(3, dim=2)  # (B, T, H, hd)
@@ -1349,7 +1357,7 @@ def param_groups(model):
         "scalar": the rest}; gates go to Muon as records 2025-08-23 and 09-18 have them, or with adam_recipe
         2025-12-31 to Adam, as scalars"""
     groups = {"muon": [], "embed": [], "bigram": [], "head": [], "scalar": []}
-    gates_in_adam = model.args.adam_recipe == "2025-12-31"
+    gates_in_adam = model.args.adam_recipe != "2025-08-23"
     for name, p in model.named_parameters():
         if name.startswith(("embed.", "value_embeds.")):
             groups["embed"].append(p)
@@ -1370,7 +1378,7 @@ def check_param_coverage(model, optimizers):
     for name, p in model.named_parameters():
         if placed.count(id(p)) != 1:
             raise ConfigError(f"parameter {name} is in {placed.count(id(p))} optimizer groups (must be exactly 1);"
-                              " fix param_groups() (or ADAM_1231)")
+                              " fix param_groups() (or ADAM_RECIPES)")
 
 
 def check_gradients(model):
@@ -1696,7 +1704,7 @@ class Adam(torch.optim.Optimizer):
 # Record 2025-12-31's Adam groups (adam_recipe): its lr 0.008 and weight decay 0.005 times each parameter's lr_mul
 # and wd_mul there (the decay cautious and times lr**2), betas (0.65, 0.95), or (0.9, 0.99) for the lambdas it
 # smooths in a second Adam. (name pattern, lr, betas, weight decay): a parameter takes the first row it matches.
-ADAM_1231 = [
+ADAM_RECIPES = {"2025-12-31": [
     (r"^(lm_head|embed)\.", 0.008, (0.65, 0.95), 0.75),
     (r"^value_embeds\.", 0.6, (0.65, 0.95), 0.025),
     (r"\.(gate|ve_gate)\.", 0.008, (0.65, 0.95), 0.005),
@@ -1704,8 +1712,20 @@ ADAM_1231 = [
     (r"^skip_gate\.", 0.008 * 0.05, (0.65, 0.95), 0.0),
     (r"\.x0_lambda$", 0.04, (0.65, 0.95), 0.0),
     (r"_lambda", 0.04, (0.9, 0.99), 0.0),  # the residual, attention (sa), smear, backout and skip lambdas
-]
-MUON_KINDS = {"attn.qkv": 0, "attn.proj.weight": 0, "mlp.fc": 1, "mlp.proj.weight": 2}  # for muon_lr_muls
+], "2026-07-17": [  # its lr 0.008 times lr_mul; decay 0.005 times wd_mul
+    (r"^(lm_head|embed)\.", 0.008, (0.5, 0.95), 0.75),
+    (r"^(value_embeds|bigram)\.", 0.6, (0.75, 0.95), 0.025),
+    (r"\.(gate|ve_gate)\.", 0.008, (0.9, 0.99), 0.005),
+    (r"^smear_gate\.", 0.008 * 0.01, (0.9, 0.99), 0.0),
+    (r"^skip_gate\.", 0.008 * 0.05, (0.9, 0.99), 0.0),
+    (r"^mudd_b2$", 0.002, (0.9, 0.99), 0.0),
+    (r"^mudd_", 0.002, (0.9, 0.99), 0.005),
+    (r"\.resid_lambdas$", 0.04, (0.9, 0.95), 0.0),
+    (r"\.(post_lambdas|x0_lambda|xsa)$|^bigram_lambdas$", 0.008, (0.9, 0.95), 0.0),
+    (r"_lambda", 0.04, (0.9, 0.99), 0.0),  # its "scalars": attention (sa), smear and skip lambdas
+]}
+MUON_KINDS = {"attn.qkv": 0, "attn.qk": 0, "attn.v": 0, "attn.proj.weight": 0, "mlp.fc": 1,
+              "mlp.proj.weight": 2}  # for muon_lr_muls
 
 
 def build_optimizers(model, args, rank=0, world_size=1):
@@ -1718,10 +1738,11 @@ def build_optimizers(model, args, rank=0, world_size=1):
                    dict(params=groups["bigram"], lr=args.embed_lr, betas=tuple(args.bigram_betas),
                         weight_decay=args.bigram_weight_decay),
                    dict(params=groups["head"], lr=args.head_lr), dict(params=groups["scalar"], lr=args.scalar_lr)]
-    if args.adam_recipe == "2025-12-31":
-        adam_groups = [dict(params=[], lr=lr, betas=betas, weight_decay=decay) for _, lr, betas, decay in ADAM_1231]
+    if args.adam_recipe in ADAM_RECIPES:
+        table = ADAM_RECIPES[args.adam_recipe]
+        adam_groups = [dict(params=[], lr=lr, betas=betas, weight_decay=decay) for _, lr, betas, decay in table]
         for name, p in model.named_parameters():
-            row = next((i for i, (pattern, *_) in enumerate(ADAM_1231) if re.search(pattern, name)), None)
+            row = next((i for i, (pattern, *_) in enumerate(table) if re.search(pattern, name)), None)
             if p not in hidden and row is not None:
                 adam_groups[row]["params"].append(p)
     adam = Adam([dict(group, initial_lr=group["lr"]) for group in adam_groups if group["params"]], args, rank,

@@ -3,6 +3,7 @@
 ../shared/reference carry them, executed here on CPU by tools/record.py with their CUDA-only pieces swapped for CPU
 equivalents (dense masks for FlexAttention and FlashAttention-3, matmuls for their Newton-Schulz / Polar Express
 kernels, in fp32, the fp32 lm_head for the FP8 op, one process for their collectives). Skipped without ../shared."""
+import dataclasses
 import math
 import types
 import sys
@@ -585,8 +586,8 @@ def their_0717_tensor(theirs, name, grad=False):
         j, D = i - (i > 6), theirs.mlp_bank.size(-1)  # its attention layers skip layer 6
         hd = D // 6
         perm = torch.cat([torch.arange(0, hd, 2), torch.arange(1, hd, 2)])
-        qk = lambda: get(theirs.qk_bank)[:60].view(10, 2, 6, hd, D)[j][:, :, perm].reshape(2, D, D)
-        table = {"attn.qkv": lambda: torch.cat([qk(), get(theirs.vo_bank)[2 * j][None]]),
+        table = {"attn.qk": lambda: get(theirs.qk_bank)[:60].view(10, 2, 3, 2, hd, D)[j][..., perm, :].flatten(2, 3),
+                 "attn.v": lambda: get(theirs.vo_bank)[2 * j],
                  "attn.proj.weight": lambda: get(theirs.vo_bank)[2 * j + 1],
                  "attn.gate.weight": lambda: get(theirs.attn_gate_bank)[j],
                  "attn.ve_gate.weight": lambda: get(theirs.ve_gate_bank)[i - 1 if i < 3 else i - 6],
@@ -608,8 +609,9 @@ def their_0717_tensor(theirs, name, grad=False):
 
 @pytest.mark.parametrize("training, grown", [(True, False), (False, True)])
 def test_the_2026_07_17_model_gives_its_logits_loss_and_gradients(record_0717, monkeypatch, training, grown):
-    """--preset=2026-07-17's model is its model: the same lm_head output (validation), loss (training: with
-    multi-token weights, summed; validation: the mean) and every gradient, on a sequence of several documents
+    """--preset=2026-07-17's model is its model: the same output of every attention layer, lm_head output
+    (validation), loss (training: with multi-token weights, summed; validation: the mean) and every gradient,
+    on a sequence of several documents
     with windows of 1 and 3 blocks (paired layers: 1 block of the doubled sequence), RoPE as it starts or after
     YaRN's growth from 3 to 7 blocks. Its MLP in bf16 (DISABLE_FP8): its FP8 MLP is not ours yet."""
     monkeypatch.setenv("DISABLE_FP8", "1")
@@ -623,10 +625,15 @@ def test_the_2026_07_17_model_gives_its_logits_loss_and_gradients(record_0717, m
         freq, gain = tg.yarn_growth(mine.rotary.inv_freq, 1.0, 3, 7)
         mine.rotary.inv_freq.copy_(freq)
         mine.rotary.q_gain.fill_(gain)
-    head = {}
+    head, attention = {}, {"theirs": [], "mine": []}  # every layer's attention output, in layer order
     theirs.lm_head.register_forward_hook(lambda m, i, o: head.__setitem__("theirs", o.reshape(-1, o.size(-1))))
     mine.lm_head.register_forward_hook(lambda m, i, o: head.__setitem__("mine", o))
-    tokens, weights = sequence(7, docs_every=150)[:641], torch.tensor([1.0, 0.5, 0.25])
+    for module in (theirs.attn, theirs.attn_paired):
+        module.register_forward_hook(lambda m, i, o: attention["theirs"].append(o))
+    for block in mine.blocks:
+        if block.attn is not None:
+            block.attn.register_forward_hook(lambda m, i, o: attention["mine"].append(o))
+    tokens, weights = sequence(7, docs_every=150), torch.tensor([1.0, 0.5, 0.25])
     schedule = record_0717["ForwardScheduleConfig"](mtp_weights=weights, ws_short=128, ws_long=3 * 128,
                                                     train_max_seq_len=2048)
     inputs = tokens[:-1].int()
@@ -635,6 +642,9 @@ def test_the_2026_07_17_model_gives_its_logits_loss_and_gradients(record_0717, m
     their_loss = their_loss.sum() if training else their_loss.mean()
     mine.mtp_weights.copy_(weights)
     my_loss = mine(tokens[None, :-1], tokens[None, 1:], torch.tensor([3, 1]))
+    assert len(attention["mine"]) == len(attention["theirs"]) == 10
+    for layer, (a, b) in enumerate(zip(attention["mine"], attention["theirs"])):
+        assert relative(a, b) < 1e-5, layer + (layer >= 6)
     assert abs(my_loss.item() / their_loss.item() - 1) < 1e-5
     if not training:
         assert relative(head["mine"], head["theirs"]) < 1e-5
@@ -676,3 +686,65 @@ def test_the_2026_07_17_schedules_are_its_schedules(record_0717):
         assert tg.embed_tied_at(step + 1, args) == (step < schedule.split_step), step  # untied after its step
     r["TrainingManager"].apply_final_ws_ext(manager)
     assert tg.window_blocks(schedule.total_steps, args, validation=True)[0] == manager.ws_long == 20
+
+
+def test_the_2026_07_17_preset_trains_as_its_code_across_every_schedule_transition(record_0717, proxy_dir,
+                                                                                 monkeypatch):
+    """--preset=2026-07-17 at the small size against its GPT, TrainingManager (its NorMuonAndAdam: NorMuon on Q
+    and K by head pairs, V, O and the MLP every step, per-parameter Adam on odd steps) and loader, its stages
+    shrunk to 15 scheduled steps and 3 extension steps, 2 micro-batches a step: batch 1024 -> 2048 -> 3072 tokens
+    at steps 5 and 10, documents cut at 200 -> 400 tokens at step 5 (the lr's stages at the same steps, its
+    cooldown from step 6: 0.4 N whole, as at 1380, where it takes int(0.4 N) and ours 0.4 N), windows 3 -> 7 ->
+    11 blocks with YaRN, 13 in the extension, the embedding tied until step 11, the MTP weights falling to [1],
+    the momentum warmed up over 5 steps and cooled over the last 3. Its MLP in bf16 (DISABLE_FP8), as ours. Same
+    batches, losses (to 1e-5) and every weight after every step (to 3e-3 of its norm, as for 2025-12-31)."""
+    r, N, extension = record_0717, 18, 3
+    monkeypatch.setenv("DISABLE_FP8", "1")
+    stages = [dataclasses.replace(stage, batch_size=stage.batch_size // 128,
+                                  train_max_seq_len=200 if stage.train_max_seq_len == 896 else 400)
+              for stage in r["TRAINING_STAGES"]]
+    monkeypatch.setitem(r, "training_schedule", r["TrainingSchedule"](stages, N - extension, extension, 0.6))
+    monkeypatch.setitem(r, "TRAINING_STAGES", stages)
+    monkeypatch.setattr(r["get_muon_momentum"], "__defaults__", (5, 3, 0.85, 0.95))  # 300, 50 in the record
+    monkeypatch.setitem(r, "grad_accum_steps", 2)  # 8 // world_size in its script: ours 2 sequences a step
+    monkeypatch.setitem(r, "grad_scale", 1 / 2)
+    theirs, mine = paired_0717(r, seed=2)
+    with torch.no_grad():
+        theirs.embed.weight.copy_(theirs.lm_head.weight.T)  # tied at the start, as it makes them
+    mine.embed_tied = True
+    their_step = records.trainer(r, theirs)
+    manager = their_step.manager
+    loader = r["distributed_data_generator"](f"{proxy_dir}/wiki_train_*.bin", 1024, 200, grad_accum_steps=2)
+    ours = tg.parse_args(["--preset=2026-07-17", "--model_dim=192", "--num_heads=6", "--head_dim=32",
+                          "--bigram_dim=64", "--bigram_embed=1", "--fp8_head=off", f"--num_iterations={N}",
+                          f"--extension_steps={extension}", "--tokens_per_step=1024",
+                          "--batch_schedule=5:2048,10:3072", "--max_doc_len=200", "--doc_len_schedule=5:400",
+                          "--seqs_per_step=2", "--muon_momentum_warmup_steps=5", "--muon_momentum_cooldown_steps=3"])
+    mine.args = ours
+    my_muon, my_adam = tg.build_optimizers(mine, ours)
+    for step in range(N):
+        windows = tg.apply_schedules(step, ours, mine, my_muon, my_adam)
+        assert mine.embed_tied == (not manager.optimizer.split_embed), step
+        micro_batches, their_loss = their_0717_step(their_step, loader, step)
+        assert windows.tolist() == [manager.ws_long, manager.ws_short], step
+        assert len(micro_batches[0]) - 1 == tg.seq_len_at(step, ours), step
+        my_loss = tg.train_step(mine, mine, torch.stack(micro_batches)[:, None], windows, my_muon, my_adam,
+                                adam_steps=tg.adam_steps_at(step, ours))
+        assert abs(my_loss.item() / their_loss - 1) < 1e-5, step
+        for name, p in mine.named_parameters():
+            if not (name == "embed.weight" and mine.embed_tied):  # its copy is made on the next step
+                assert relative(p.detach(), their_0717_tensor(theirs, name).detach()) < 3e-3, (step, name)
+
+
+def their_0717_step(step, loader, index, accum=2):
+    """One step of its main loop (tools/record.py's trainer) on `accum` micro-batches from its loader. -> the
+    micro-batches as 1-D token sequences (inputs and the last target) and the loss per token"""
+    taken = []
+
+    def batches():  # read once its schedules have advanced: the loader hears the step's batch and document cut
+        for _ in range(accum):
+            batch = loader.send(step.manager.train_loader_send_args)
+            taken.append(torch.cat([batch[0].long(), batch[1][-1:]]))
+            yield batch
+    loss = step(index, batches())
+    return taken, loss.item() / (accum * (len(taken[0]) - 1))
