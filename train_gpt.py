@@ -152,6 +152,7 @@ class Hyperparameters:
     multi_token: bool = False  # each position also learns the 2nd and 3rd token ahead, weights by mtp_weights_at()
     mtp_tail_grad: bool = False  # the last positions' softmax gradient has all the weights, as 2026-07-17's kernel
     fp8_head: Literal["auto", "on", "off"] = "auto"  # auto: on for compute capability >= 8.9
+    fp8_mlp: Literal["auto", "on", "off"] = "off"  # the MLP's forward in FP8, delayed scales (FP8MLP; 2026-07-17)
     fp8_head_scales: tuple[float, ...] = ()  # x, w, grad static scales times 448 (record 2025-12-31: 100, 1.6, 0.75);
     #                                          () = sqrt(model_dim), 448 / 2**9, 1 (record 2025-08-23)
     no_attn_layers: tuple[int, ...] = (7,)  # record 2025-08-23: no attention in layer 7
@@ -256,7 +257,7 @@ MODEL_2026_07_17 = dict(
     gated_skip=(3, 6), key_offset=True, yarn=True, attn_scale=0.1, smear_gate=True, logit_softcap=23.0,
     softcap_form="shifted", multi_token=True, window_tokens=True, bigram_embed=15, bigram_dim=192,
     bigram_signs=8192, paired_heads=(0, 2, 5, 9), xsa_layers=(1, 3, 4, 7, 8, 10), attn_input_layer=7, mudd=True,
-    mtp_tail_grad=True, fp8_head_scales=(100.0, 1.6, 0.75), pair_muon=True, adam_recipe="2026-07-17",
+    mtp_tail_grad=True, fp8_head_scales=(100.0, 1.6, 0.75), fp8_mlp="auto", pair_muon=True, adam_recipe="2026-07-17",
     normuon_beta2=0.9, muon_lr_muls=(1.0, 2.0, 4.0), adam_eps=1e-10)
 RECORD_2026_07_17 = dict(
     RECORD_2025_12_31, **MODEL_2026_07_17, backout=False, num_iterations=1390, extension_steps=10,
@@ -849,8 +850,8 @@ class FP8HeadLoss(torch.autograd.Function):
         return grad_x, grad_w, None, None, None, None, None, None, None
 
 
-def use_fp8_head(setting, device):
-    """fp8_head: "on", "off", or "auto" = on where the GPU has FP8 tensor cores (compute capability >= 8.9)."""
+def fp8_on(setting, device):
+    """fp8_head, fp8_mlp: "on", "off", or "auto" = on where the GPU has FP8 tensor cores (compute capability >= 8.9)."""
     if setting == "auto":
         return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
     return setting == "on"
@@ -1077,6 +1078,53 @@ class Attention(nn.Module):
         return F.linear(y.reshape(B, T, self.H * self.hd), out)
 
 
+E4M3_MAX = 448.0
+MLP_ACT_HEADROOM, MLP_PROJ_HEADROOM = 1.80, 1.12  # record 2026-07-17: its delayed scales' room over the last amax
+
+
+class FP8MLP(torch.autograd.Function):
+    """relu(x @ fc)² @ proj.T, x (M, D), fc and proj (D, 4D), the forward in FP8 as record 2026-07-17 computes
+    it: x and fc in e4m3 by their amax; the activation by act_scale (1.8 times the previous forward's amax) and
+    proj by proj_scale (1.12 times its amax after the step before: update_fp8_scales), delayed scales that need
+    no pass over the tensor first. The backward from the pre-activation it computed, in x's precision (the
+    rounding passed straight through). -> (output, the activation's amax)"""
+
+    @staticmethod
+    def forward(ctx, x, fc, proj, act_scale, proj_scale):
+        x_amax, fc_scale = x.abs().amax().clamp(min=1e-12), fc.abs().amax().clamp(min=1e-12) / E4M3_MAX
+        x_f8, fc_f8 = (x * (E4M3_MAX / x_amax)).to(torch.float8_e4m3fn), (fc / fc_scale).to(torch.float8_e4m3fn)
+        pre = torch._scaled_mm(x_f8, fc_f8.T.contiguous().T, scale_a=(x_amax / E4M3_MAX).float(),
+                               scale_b=fc_scale.float(), out_dtype=x.dtype)
+        post = F.relu(pre).square()
+        post_f8 = (post.float() * (1 / act_scale)).clamp(max=E4M3_MAX).to(torch.float8_e4m3fn)
+        proj_f8 = (proj.float() / proj_scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
+        out = torch._scaled_mm(post_f8, proj_f8.T, scale_a=act_scale, scale_b=proj_scale, out_dtype=x.dtype,
+                               use_fast_accum=True)
+        ctx.save_for_backward(x, fc, proj, pre, post)
+        post_amax = post.amax().float().clamp(min=1e-12)
+        ctx.mark_non_differentiable(post_amax)
+        return out, post_amax
+
+    @staticmethod
+    def backward(ctx, grad, _):
+        x, fc, proj, pre, post = ctx.saved_tensors
+        grad_pre = 2 * (grad @ proj) * F.relu(pre)
+        return grad_pre @ fc.T, x.T @ grad_pre, grad.T @ post, None, None
+
+
+@torch.no_grad()
+def update_fp8_scales(model, bootstrap):
+    """proj's FP8 scale for the coming step (FP8MLP) as record 2026-07-17 sets it after each step: the one
+    computed after the step before (bootstrap, its first 16 steps: its amax now, without headroom), and the next
+    one from its amax now."""
+    for mlp in [block.mlp for block in model.blocks if block.mlp is not None and block.mlp.fp8]:
+        amax = mlp.proj.weight.abs().amax().clamp(min=1e-12)
+        if bootstrap:
+            mlp.proj_scale_next.copy_(amax / E4M3_MAX)
+        mlp.proj_scale.copy_(mlp.proj_scale_next)
+        mlp.proj_scale_next.copy_(amax.float() * (MLP_PROJ_HEADROOM / E4M3_MAX))
+
+
 class MLP(nn.Module):
     def __init__(self, args):
         super().__init__()
@@ -1086,8 +1134,17 @@ class MLP(nn.Module):
         self.proj = linear(4 * D, D, zero_init=args.zero_init_out)
         self.act = (lambda x: F.relu(x).square()) if args.mlp_act == "relu2" else F.gelu
         self.fused = args.fused_mlp and args.mlp_act == "relu2" and D % 8 == 0  # TMA: 16-byte aligned rows
+        self.fp8 = args.fp8_mlp == "on"  # build_model() decides "auto" for the device
+        if args.fp8_mlp != "off":  # the delayed scales (FP8MLP), kept in checkpoints
+            self.register_buffer("act_scale", torch.ones(()))
+            self.register_buffer("proj_scale", torch.ones(()))  # the one proj is quantised with
+            self.register_buffer("proj_scale_next", torch.ones(()))
 
     def forward(self, x):
+        if self.fp8 and self.training:
+            y, post_amax = FP8MLP.apply(x.flatten(0, -2), self.fc, self.proj.weight, self.act_scale, self.proj_scale)
+            self.act_scale.copy_(post_amax * (MLP_ACT_HEADROOM / E4M3_MAX))  # the next forward's
+            return y.view(*x.shape[:-1], -1)
         if self.fused and x.is_cuda:
             bf16 = torch.bfloat16  # as autocast would cast them for F.linear
             y = ReLU2MLP.apply(x.to(bf16).flatten(0, -2), self.fc.to(bf16), self.proj.weight.to(bf16))
@@ -1347,8 +1404,16 @@ def build_model(args, device):
                 module.bfloat16()
         if args.tied_embed_until:  # lm_head's weight is the embedding: bf16 too, as record 2025-12-31 has it
             model.lm_head.bfloat16()
-    model.use_fp8 = use_fp8_head(args.fp8_head, device)
+    set_fp8(model, args, device)
     return model
+
+
+def set_fp8(model, args, device):
+    """Where the FP8 paths run, for the device: the head (fp8_head), the MLPs (fp8_mlp)."""
+    model.use_fp8 = fp8_on(args.fp8_head, device)
+    for block in model.blocks:
+        if block.mlp is not None:
+            block.mlp.fp8 = fp8_on(args.fp8_mlp, device)
 
 
 def param_groups(model):
@@ -1885,6 +1950,7 @@ def apply_schedules(step, args, model, muon, adam):
         model.mtp_weights.copy_(to_device(np.array(mtp_weights_at(step, args), dtype=np.float32), device))
     if model.embed_tied and not embed_tied_at(step, args):
         untie_embedding(model, adam)
+    update_fp8_scales(model, bootstrap=step <= 16)  # after the last step's update, before this step's forward
     return window_tensor(step, args, device)
 
 

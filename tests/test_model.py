@@ -133,14 +133,14 @@ def test_fp8_head_loss_and_gradients_match_fp32_within_tolerance(c, form, mtp, s
 
 def test_fp8_auto_is_off_on_cpu():
     cpu = torch.device("cpu")
-    assert not tg.use_fp8_head("auto", cpu) and tg.use_fp8_head("on", cpu) and not tg.use_fp8_head("off", cpu)
+    assert not tg.fp8_on("auto", cpu) and tg.fp8_on("on", cpu) and not tg.fp8_on("off", cpu)
 
 
 def run_tiny(args, steps=3, seed=0):
     """A few real optimizer steps on one fixed batch; -> losses and the names of params whose grad was nonzero."""
     torch.manual_seed(seed)
     model = tg.GPT(args)
-    model.use_fp8 = tg.use_fp8_head(args.fp8_head, torch.device("cpu"))
+    model.use_fp8 = tg.fp8_on(args.fp8_head, torch.device("cpu"))
     muon, adam = tg.build_optimizers(model, args)
     batch = random_batch(args)
     losses, got_grad = [], set()

@@ -387,7 +387,7 @@ def stage_env(tg, ctx):
          memory_gib=props.total_memory / 2**30, shared_memory_optin=optin, torch=torch.__version__,
          triton=triton.__version__, cuda=torch.version.cuda, driver=driver,
          mlp_tiles=dict(forward=tg.relu2_tiles(optin, True), backward=tg.relu2_tiles(optin, False)),
-         fp8_head=tg.use_fp8_head("auto", torch.device("cuda")))
+         fp8_head=tg.fp8_on("auto", torch.device("cuda")))
 
 
 def stage_mlp_kernel(tg, ctx):

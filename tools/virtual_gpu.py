@@ -377,7 +377,7 @@ def fake_step(tg, argv):
     fake = FakeTensorMode(allow_non_fake_inputs=True)
     with fake:
         model = model.to_empty(device=device)
-        model.use_fp8 = tg.use_fp8_head(args.fp8_head, device)
+        tg.set_fp8(model, args, device)
         muon, adam = tg.build_optimizers(model, args)
         last = args.num_iterations - 1  # a batch schedule's last stage: its longest sequences
         T = tg.seq_len_at(last, args)
