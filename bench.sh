@@ -21,7 +21,10 @@ PLAIN=(--rope_fraction=1 --qk_norm=false --attn_scale=0.08838834764831845 --mlp_
        --attn_gate=false --backout=false --logit_softcap=0 --fp8_head=off --no_attn_layers= --norm_after_embed=false
        --window_pattern=L --window_blocks_start=8 --window_blocks_end=8 --muon_ortho=ns5 --max_doc_len=0
        --window_tokens=false --multi_token=false --ve_gate=false --sa_lambdas=false --gated_skip= --key_offset=false
-       --yarn=false --tied_embed_until=0 --value_embed_layout= --window_schedule= --val_window_blocks=0)
+       --yarn=false --tied_embed_until=0 --value_embed_layout= --window_schedule= --val_window_blocks=0
+       --bigram_dim=0 --bigram_signs=0 --value_embed_std=0 --ve_gate_mix=false --attn_out_init=false --paired_heads=
+       --pair_muon=false --xsa_layers= --attn_input_layer=-1 --sublayer_lambdas=false --mudd=false
+       --mtp_tail_grad=false --fp8_mlp=off --doc_len_schedule=)
 logs=()
 for name in $runs; do
     case $name in

@@ -3,7 +3,7 @@
     python compare.py LOG... [--plot out.png]     table of runs (+ val loss vs time and vs tokens)
     python compare.py LOG... --reference          with the record's curve and each run's distance to it (the
                                                   default for logs of one record's preset: record, 2025-08-23,
-                                                  2025-12-31)
+                                                  2025-12-31, 2026-07-17)
     python compare.py --leaderboard [--records DIR]   records/*/ as a markdown table, also written into
                                                       records/README.md between the leaderboard markers
 
@@ -55,8 +55,14 @@ RECORD_CURVES = {
                     + 393_216 * max(step - 1190, 0)) for step, loss, ms in [
         (0, 10.8296, 0), (250, 4.6253, 8652), (500, 4.2940, 17183), (750, 4.0172, 29977), (1000, 3.7649, 45396),
         (1250, 3.5258, 62396), (1500, 3.3965, 84411), (1750, 3.2991, 106367), (1825, 3.2780, 112971)]],
+    # 2026-07-17 (FP8DownProjection), log 11cb620c: 131,072 tokens a step, 262,144 from step 460, 393,216 from 920
+    "2026-07-17": [(step, loss, ms, 131_072 * min(step, 460) + 262_144 * min(max(step - 460, 0), 460)
+                    + 393_216 * max(step - 920, 0)) for step, loss, ms in [
+        (0, 10.8311, 0), (250, 4.4888, 7930), (500, 4.1451, 16801), (750, 3.7368, 31010), (1000, 3.4625, 47299),
+        (1250, 3.3330, 67961), (1390, 3.2775, 79532)]],
 }
-PRESET_RECORDS = {"record": "2025-12-31", "2025-08-23": "2025-08-23", "2025-12-31": "2025-12-31"}
+PRESET_RECORDS = {"record": "2026-07-17", "2025-08-23": "2025-08-23", "2025-12-31": "2025-12-31",
+                  "2026-07-17": "2026-07-17"}
 
 ValPoint = namedtuple("ValPoint", "step train_time_ms tokens val_loss val_bpb")
 TrainPoint = namedtuple("TrainPoint", "step train_time_ms tokens train_loss tok_s mfu epoch")

@@ -7,11 +7,12 @@ train_gpt.py: train a GPT-2-class model from scratch on FineWeb as fast as possi
     python train_gpt.py --sample=logs/<run_id>/final.pt --prompt="The capital of France is"
 
 Any Hyperparameters field can be set as --field=value. --preset=record is the newest record whose math is here:
-modded-nanogpt's track-1 record of 2025-12-31 (3.2789 mean val loss at step 1825 in 112.97 s on 8xH100; also
---preset=2025-12-31), on any number of GPUs. The defaults are the math of the record of 2025-08-23 (3.2787 at step
-1695; also --preset=2025-08-23). Each is checked against its record's code. Each trick is one flag; the first group
-is 2025-08-23's (on by default), the second came in later records (off by default; the presets record, smear,
-polar, backout, bigram and stack turn them on):
+modded-nanogpt's track-1 record of 2026-07-17 (3.2784 mean val loss at step 1390 in 79.7 s on 8xH100; also
+--preset=2026-07-17), on any number of GPUs. --preset=2025-12-31 is the last record of 2025 (3.2789 at step 1825);
+the defaults are the math of the record of 2025-08-23 (3.2787 at step 1695; also --preset=2025-08-23). Each is
+checked against its record's code. Each trick is one flag; the first group is 2025-08-23's (on by default), the
+second came in later records (off by default; the record presets, smear, polar, backout, bigram and stack turn
+them on):
     rope_fraction      partial RoPE: rotary on this fraction of each head's dims, the rest position-free
     qk_norm            RMS-normalise queries and keys; attention scale is attn_scale
     mlp_act            the 4x MLP's activation: ReLU squared or GELU
@@ -39,6 +40,19 @@ polar, backout, bigram and stack turn them on):
     key_offset         long-window layers' keys carry the previous token in their position-free dims (2025-12-31)
     yarn               YaRN: RoPE frequencies and the attention scale follow each growth of the window (2025-12-31)
     tied_embed_until   the embedding is lm_head's weight, untied into a copy at 2/3 of the run (2025-12-31)
+    bigram_dim         the bigram table this wide, in the first channels after each attention (2026-07-17: 192)
+    bigram_signs       each bigram row times a row of random signs picked by (previous ^ token) (2026-07-17)
+    value_embed_std    value tables start random (std 0.01), not at zero (2026-07-17)
+    ve_gate_mix        the value gate reads 6 channels of the input and 6 of the table (2026-07-17)
+    attn_out_init      attention-out weights start uniform as V's, not at zero (2026-07-17)
+    paired_heads       layers whose heads attend in pairs, over the sequence doubled (2026-07-17: 0, 2, 5, 9)
+    pair_muon          Muon orthogonalises Q and K by pairs of heads (2026-07-17)
+    xsa_layers         layers that remove a learned share of y along v, per head (XSA; 2026-07-17)
+    attn_input_layer   later layers' attention reads this layer's output (2026-07-17: 7)
+    sublayer_lambdas   x = a x + b f(x) per sublayer, x0 mixed in after attention (2026-07-17)
+    mudd               the last layer and the output mix earlier states by per-token weights (MUDD; 2026-07-17)
+    mtp_tail_grad      the last positions' gradient as 2026-07-17's loss kernel computes it
+    fp8_mlp            the MLP's forward in FP8 with delayed scales, backward in bf16 (2026-07-17)
 Attention is FlexAttention on CUDA (causal AND same document AND inside the window), the same mask as a dense
 boolean mask on CPU. Hidden matrices train with Muon, embeddings/head/scalars with Adam.
 """
@@ -247,9 +261,8 @@ RECORD_2025_12_31 = dict(
     adam_eps=1e-8, adam_every=2, adam_fp32_state=True, num_iterations=1825, extension_steps=40, cooldown_frac=0.5,
     lr_peaks=(1.0, 1.52, 1.73), val_loss_every=250)
 
-# record 2026-07-17 (1390 steps, 3.2784 in 79.7 s on 8xH100): its model and schedules, checked against its code
-# in tests/test_record.py. Not yet its optimizer (one NorMuon + Adam with per-parameter settings, paired-head
-# Muon) nor its FP8 MLP: README
+# record 2026-07-17 (1390 steps, 3.2784 in 79.7 s on 8xH100): its model, FP8 MLP, schedules and optimizer
+# settings, checked against its code in tests/test_record.py (what differs: README)
 MODEL_2026_07_17 = dict(
     num_layers=11, no_attn_layers=(6,), window_pattern="SSSLSSSSSSL", value_embeds=5,
     value_embed_layout=".01.....234", value_embed_std=0.01, ve_gate=True, ve_gate_mix=True, sa_lambdas=True,
@@ -265,16 +278,16 @@ RECORD_2026_07_17 = dict(
     cooldown_frac=0.6, final_lr_frac=0.15)
 
 PRESETS = {
-    "record": RECORD_2025_12_31,  # the newest record whose math is here: 8xH100, or fewer GPUs accumulating
+    "record": RECORD_2026_07_17,  # the newest record whose math is here: 8xH100, or fewer GPUs accumulating
+    "2026-07-17": RECORD_2026_07_17,
     "2025-12-31": RECORD_2025_12_31,
-    "2026-07-17": RECORD_2026_07_17,  # in progress: its model on 2025-12-31's schedules and optimizers
     "2025-08-23": {},  # the defaults (1695 steps, 3.2787 in 168.75 s on 8xH100), checked as 2025-12-31 is
     **LATER_TRICKS,  # each on top of the defaults
     "stack": {name: value for trick in LATER_TRICKS.values() for name, value in trick.items()},  # all of them
-    # one 24 GB card: the record's math with 16 sequences a step instead of 8 (8K, 16K, 24K tokens: 16 accumulation
-    # steps; documents are cut at 2048 tokens either way, only the sequence ends cut some elsewhere), validation in
-    # 32K-token sequences; its peak on the virtual 4090 is in README
-    "4090": dict(RECORD_2025_12_31, seqs_per_step=16, val_seq_len=32 * 1024),
+    # one 24 GB card: the record's math with 32 sequences a step instead of 8 (4K, 8K, 12K tokens: 32 accumulation
+    # steps; documents are cut at 896 and 2048 tokens either way, only the sequence ends cut some elsewhere),
+    # validation in 32K-token sequences; its peak on the virtual 4090 is in README
+    "4090": dict(RECORD_2026_07_17, seqs_per_step=32, val_seq_len=32 * 1024),
     # the ~350M model of the 2.92 track; step count is a starting point, not yet tuned here
     "medium": dict(num_layers=16, model_dim=1024, num_heads=8, no_attn_layers=(), num_iterations=5000),
     # a tiny model that trains on CPU in seconds (smoke runs, tests)
@@ -1157,7 +1170,8 @@ class Block(nn.Module):
         super().__init__()
         self.window = args.window_pattern[layer % len(args.window_pattern)]
         has_value_embed = value_embed_layout(args)[layer] != "."
-        self.attn = None if layer in args.no_attn_layers else Attention(args, has_value_embed, layer)
+        mudd = args.mudd and layer == args.num_layers - 1  # its coefficients stand for the value gate and lambdas
+        self.attn = None if layer in args.no_attn_layers else Attention(args, has_value_embed and not mudd, layer)
         self.mlp = None if layer in args.no_mlp_layers else MLP(args)
         paired = layer in args.paired_heads
         self.mask = self.window + ("2" if paired else "")  # build_masks' key
@@ -1166,10 +1180,11 @@ class Block(nn.Module):
             self.resid_lambda = nn.Parameter(torch.tensor(args.resid_lambda_init))
             self.x0_lambda = nn.Parameter(torch.tensor(0.0))
         self.sublayer = args.sublayer_lambdas
-        if self.sublayer:  # record 2026-07-17: the square root of resid_lambda_init per sublayer, 1 on its output
-            self.resid_lambdas = nn.Parameter(torch.full((2,), args.resid_lambda_init ** 0.5))
-            self.post_lambdas = nn.Parameter(torch.ones(2))
-            self.x0_lambda = nn.Parameter(torch.tensor(0.0))
+        if self.sublayer and not mudd:  # record 2026-07-17: resid_lambda_init's square root per sublayer, 1 on its
+            self.resid_lambdas = nn.Parameter(torch.full((2,), args.resid_lambda_init ** 0.5))  # output; x0 joins
+            self.post_lambdas = nn.Parameter(torch.ones(2))  # after attention
+            if self.attn is not None:
+                self.x0_lambda = nn.Parameter(torch.tensor(0.0))
 
     def forward(self, x, x0, value_embed, rope, masks, attn_in=None, bigram=None):
         """attn_in: what attention reads instead of x (attn_input_layer); bigram: added to x's first channels
@@ -1891,6 +1906,12 @@ def adam_steps_at(step, args):
     return (step + 1) % args.adam_every == 0
 
 
+def fp8_bootstrap_at(step):
+    """Whether the MLP-out FP8 scale of this step is its weights' amax now (update_fp8_scales): as record
+    2026-07-17 sets it after each of its first 16 steps (and before the first), later the delayed one."""
+    return step <= 16
+
+
 def tokens_per_step_at(step, args):
     return [tokens for start, tokens in parse_batch_schedule(args) if start <= step][-1]
 
@@ -1950,7 +1971,7 @@ def apply_schedules(step, args, model, muon, adam):
         model.mtp_weights.copy_(to_device(np.array(mtp_weights_at(step, args), dtype=np.float32), device))
     if model.embed_tied and not embed_tied_at(step, args):
         untie_embedding(model, adam)
-    update_fp8_scales(model, bootstrap=step <= 16)  # after the last step's update, before this step's forward
+    update_fp8_scales(model, fp8_bootstrap_at(step))  # after the last step's update, before this step's forward
     return window_tensor(step, args, device)
 
 

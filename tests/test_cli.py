@@ -23,8 +23,8 @@ def test_preset_then_overrides():
     old = tg.parse_args(["--preset=2025-08-23"])
     assert old == tg.dataclasses.replace(tg.parse_args([]), preset="2025-08-23")  # 2025-08-23 = the defaults
     record = tg.parse_args(["--preset=record"])  # the newest record here
-    assert record == tg.dataclasses.replace(tg.parse_args(["--preset=2025-12-31"]), preset="record")
-    assert record.num_iterations == 1825 and record.yarn
+    assert record == tg.dataclasses.replace(tg.parse_args(["--preset=2026-07-17"]), preset="record")
+    assert record.num_iterations == 1390 and record.yarn and record.mudd
 
 
 @pytest.mark.parametrize("argv,message", [

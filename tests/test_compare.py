@@ -278,13 +278,13 @@ def test_reference_curve_and_delta_column(tmp_path):
 
 
 def test_a_2025_12_31_log_gets_its_records_curve_with_its_growing_batches(tmp_path):
-    """--preset=2025-12-31 (and record, its name now): Δ against that record's val loss (4.6253 at step 250), and
-    its curve on the tokens panel at the tokens its batch schedule had trained on (131,072 a step to 595, 262,144
-    to 1190, then 393,216)."""
-    for preset in ("2025-12-31", "record"):
+    """--preset=2025-12-31 (and 2026-07-17 and record, its name now, against theirs): Δ against that record's val
+    loss at step 250, and its curve on the tokens panel at the tokens its batch schedule had trained on (131,072 a
+    step to 595, 262,144 to 1190, then 393,216)."""
+    for preset, loss in (("2025-12-31", 4.6253), ("2026-07-17", 4.4888), ("record", 4.4888)):
         log = write_log(tmp_path / "n.txt", "new", [10.83, 4.60], every=250, tps=131072, extra_hp={"preset": preset})
         row = run_cli(log, cwd=tmp_path).stdout.splitlines()[2]
-        assert row.split()[-1] == f"{4.60 - 4.6253:+.4f}"
+        assert row.split()[-1] == f"{4.60 - loss:+.4f}"
     figure = compare.build_figure([compare.parse_log(log)], reference="2025-12-31")
     tokens = [line for line in figure.axes[1].get_lines() if line.get_gid() == "reference"][0].get_xdata()
     assert list(tokens[[2, 5, 8]]) == [500 * 131072, 595 * 131072 + 595 * 262144 + 60 * 393216,

@@ -180,13 +180,13 @@ def test_the_start_up_report_gives_what_an_epoch_reads(tmp_path, align, max_doc_
 @pytest.mark.parametrize("preset", ["2025-08-23", "record"])
 def test_the_records_sequences_on_long_documents(proxy_dir, preset):
     """Sequences of 48K tokens from document starts read all of the proxy's Wikipedia text, no warning; the
-    2025-12-31 record's documents cut at 2048 tokens drop most of its long articles, and the start-up says how to
-    keep them."""
+    record's documents cut at 896 tokens (2026-07-17's first stage; 2048 after it, and in 2025-12-31's) drop most of
+    its long articles, and the start-up says how to keep them."""
     args = tg.parse_args([f"--preset={preset}"])
     stream = tg.TokenStream(str(proxy_dir / "wiki_train_*.bin"), tg.seq_len_at(0, args), 1, align_to_doc=True,
                             max_doc_len=args.max_doc_len)
     lines = stream.first_shard_report(tg.tokens_per_step_at(0, args), run_tokens=1695 * args.tokens_per_step)
     if args.max_doc_len:
-        assert len(lines) == 3 and "data/tokenize_shards.py --max_doc_tokens=2048" in lines[2], lines
+        assert len(lines) == 3 and f"data/tokenize_shards.py --max_doc_tokens={args.max_doc_len}" in lines[2], lines
     else:
         assert len(lines) == 2 and "0 longer than seq_len" in lines[1], lines

@@ -704,13 +704,13 @@ def test_the_2026_07_17_preset_trains_as_its_code_across_every_schedule_transiti
                                                                                  monkeypatch):
     """--preset=2026-07-17 at the small size against its GPT, TrainingManager (its NorMuonAndAdam: NorMuon on Q
     and K by head pairs, V, O and the MLP every step, per-parameter Adam on odd steps) and loader, its stages
-    shrunk to 15 scheduled steps and 3 extension steps, 2 micro-batches a step: batch 1024 -> 2048 -> 3072 tokens
+    shrunk to 15 scheduled steps and 1 extension step, 2 micro-batches a step: batch 1024 -> 2048 -> 3072 tokens
     at steps 5 and 10, documents cut at 200 -> 400 tokens at step 5 (the lr's stages at the same steps, its
     cooldown from step 6: 0.4 N whole, as at 1380, where it takes int(0.4 N) and ours 0.4 N), windows 3 -> 7 ->
     11 blocks with YaRN, 13 in the extension, the embedding tied until step 11, the MTP weights falling to [1],
     the momentum warmed up over 5 steps and cooled over the last 3. Its MLP in bf16 (DISABLE_FP8), as ours. Same
     batches, losses (to 1e-5) and every weight after every step (to 3e-3 of its norm, as for 2025-12-31)."""
-    r, N, extension = record_0717, 18, 3
+    r, N, extension = record_0717, 16, 1
     monkeypatch.setenv("DISABLE_FP8", "1")  # FP8 rounding flips grow over steps: its scales are checked apart
     stages = [dataclasses.replace(stage, batch_size=stage.batch_size // 128,
                                   train_max_seq_len=200 if stage.train_max_seq_len == 896 else 400)
@@ -774,7 +774,7 @@ def test_the_2026_07_17_fp8_mlp_scales_follow_its_delayed_scales(record_0717):
     theirs.quantize_mlp_fp8(bootstrap_down=True)
     gen = torch.Generator().manual_seed(3)
     for step in range(20):
-        tg.update_fp8_scales(mine, bootstrap=step <= 16)  # apply_schedules(step): after step - 1's update
+        tg.update_fp8_scales(mine, tg.fp8_bootstrap_at(step))  # as apply_schedules(step), after step - 1's
         ours = torch.stack([block.mlp.proj_scale for block in mine.blocks])
         assert torch.equal(ours, theirs._mlp_down_proj_scales[:11]), step
         with torch.no_grad():  # the optimizer's step: every MLP-out weight changes, by layer and by step
@@ -784,7 +784,7 @@ def test_the_2026_07_17_fp8_mlp_scales_follow_its_delayed_scales(record_0717):
         theirs.quantize_mlp_fp8(bootstrap_down=step < 16)
     mlp, x = mine.blocks[4].mlp.train(), tg.norm(torch.randn(64, 192, generator=gen))
     mlp.act_scale.fill_(0.01)  # small enough that some activations clamp at 448
-    tg.update_fp8_scales(mine, bootstrap=False)  # as apply_schedules(20): its quantize after step 19 is done
+    tg.update_fp8_scales(mine, tg.fp8_bootstrap_at(20))  # as apply_schedules(20): its quantize after step 19
     up_scale = theirs._mlp_up_proj_scales[4:5] * x.abs().max() / 448
     x_f8 = (x * (448 / x.abs().max())).to(torch.float8_e4m3fn)
     partial_amax = torch.zeros(132)

@@ -160,15 +160,22 @@ PRESET_1231_CPU = ["--preset=2025-12-31", "--model_dim=64", "--num_heads=2", "--
                    "--checkpoint_every=5"]
 
 
-def test_the_2025_12_31_preset_runs_the_same_on_1_and_2_processes_and_resumes_across_them(proxy_dir, tmp_path):
+# record 2026-07-17's math at that size: its bigram table 32 wide, vocab rows; documents cut at 200, then 400 tokens
+PRESET_0717_CPU = ["--preset=2026-07-17", *PRESET_1231_CPU[1:], "--bigram_dim=32", "--bigram_embed=1",
+                   "--max_doc_len=200", "--doc_len_schedule=4:400"]
+
+
+@pytest.mark.parametrize("preset", [PRESET_1231_CPU, PRESET_0717_CPU], ids=["2025-12-31", "2026-07-17"])
+def test_the_record_presets_run_the_same_on_1_and_2_processes_and_resume_across_them(proxy_dir, tmp_path, preset):
     """1 and 2 processes log the same losses and end with the same weights, bit for bit (Adam's gradients are
     averaged every step and held, so both add the same terms in the same order); the 2-process checkpoint after
-    step 5 (Adam holding step 4's gradients) continues on 1 process with the same losses and weights."""
+    step 5 (Adam holding step 4's gradients) continues on 1 process with the same losses and weights. (FP8 MLP
+    off, as on CPU by default: its activation scale is each rank's last micro-batch's, as in the record.)"""
     data = [f"--train_files={proxy_dir}/wiki_train_*.bin", f"--val_files={proxy_dir}/wiki_val_*.bin"]
-    run(tmp_path, *PRESET_1231_CPU, *data, "--run_id=one", env=dict(os.environ, OMP_NUM_THREADS="2"))
+    run(tmp_path, *preset, *data, "--run_id=one", env=dict(os.environ, OMP_NUM_THREADS="2"))
     torchrun_env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-    run(tmp_path, *PRESET_1231_CPU, *data, "--run_id=two", nproc=2, env=torchrun_env)
-    run(tmp_path, *PRESET_1231_CPU, *data, "--run_id=resumed", "--resume=logs/two/step_000005.pt")
+    run(tmp_path, *preset, *data, "--run_id=two", nproc=2, env=torchrun_env)
+    run(tmp_path, *preset, *data, "--run_id=resumed", "--resume=logs/two/step_000005.pt")
     logs = {r: {(step, kind): loss for kind in ("train", "val") for step, loss in
                 step_lines(tmp_path / f"logs/{r}.txt", kind).items()} for r in ("one", "two", "resumed")}
     assert len(logs["one"]) == 12 + 4 and logs["one"] == logs["two"]
@@ -236,7 +243,7 @@ def bench_plain_flags():
 def test_bench_plain_flags_turn_off_every_trick_of_the_docstring():
     args = tg.parse_args(["--preset=record", *bench_plain_flags()])
     tricks = re.findall(r"^    (\w+)  +\S", tg.__doc__, re.M)  # the docstring's list: one flag per trick
-    assert len(tricks) == 27 and all(f"--{t}=" in " ".join(bench_plain_flags()) for t in tricks)
+    assert len(tricks) == 40 and all(f"--{t}=" in " ".join(bench_plain_flags()) for t in tricks)
     assert (args.rope_fraction, args.qk_norm, args.mlp_act, args.no_attn_layers, args.logit_softcap) == (1, False,
                                                                                                          "gelu", (), 0)
     assert tg.window_blocks(0, args) == tg.window_blocks(200, args) == (8, 4)  # GPT-2's 1024 tokens, fixed

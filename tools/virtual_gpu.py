@@ -5,7 +5,7 @@
     python tools/virtual_gpu.py kernels                       # level 0 alone, seconds
     python tools/virtual_gpu.py fake --preset=4090 --gpu=4090  # level 1 alone, seconds
     python tools/virtual_gpu.py run --preset=4090 --gpu=4090   # levels 2 and 3, minutes
-    python tools/virtual_gpu.py report --preset=record --gpu=h100   # one step of ours beside the record's script
+    python tools/virtual_gpu.py report --preset=2025-12-31 --gpu=h100   # one step of ours beside its script
 Other --field=value arguments go to train_gpt.py; --steps=N sets the null-GPU run's length (default 3).
 
 Four levels, each catching what the one before cannot:
@@ -169,8 +169,8 @@ def main(argv):
     gpu = next((a.split("=", 1)[1] for a in argv if a.startswith("--gpu=")), "h100")
     python, env = environment(gpu)
     levels = {"check": ["kernels", "fake", "run"], "report": ["run", "record"]}.get(argv[0], [argv[0]])
-    if argv[0] == "report" and not (record_date(argv[1:]) and os.path.isdir(REFERENCE)):
-        levels = ["run"]  # a record's own script goes beside its preset only
+    if argv[0] == "report" and not (record_date(argv[1:]) in SCRIPTS_ON_GPU and os.path.isdir(REFERENCE)):
+        levels = ["run"]  # a record's own script goes beside its preset only (2026-07-17's not yet: README)
     codes, reports = [], []
     for level in levels:  # each in a process of its own
         with tempfile.TemporaryDirectory(prefix="vgpu-cache-") as cache:
@@ -191,6 +191,7 @@ def main(argv):
 
 
 REFERENCE = os.path.join(os.path.dirname(ROOT), "shared", "reference")  # the records' sources (tools/record.py)
+SCRIPTS_ON_GPU = ("2025-08-23", "2025-12-31")  # tools/record.py loads these for a GPU (2026-07-17's: CPU only)
 # Dense bf16 FLOP/s and memory bytes/s: NVIDIA H100 SXM5 datasheet (989.4 TFLOPS, 3.35 TB/s HBM3); H200 datasheet
 # (the H100's 989.4 TFLOPS, 4.8 TB/s HBM3e; a real GPU tools/gpu_check.py may be lent); Ada whitepaper, RTX 4090
 # (165.2 TFLOPS bf16 with fp32 accumulation, 1008 GB/s GDDR6X)
@@ -210,7 +211,7 @@ def record_date(train_args):
     """The record whose math the arguments are (a record preset, nothing else changed) -> its date, or None."""
     presets = [a.split("=", 1)[1] for a in train_args if a.startswith("--preset=")]
     dates = {(): "2025-08-23", ("2025-08-23",): "2025-08-23", ("2025-12-31",): "2025-12-31",
-             ("record",): "2025-12-31"}  # as train_gpt.PRESETS names them
+             ("2026-07-17",): "2026-07-17", ("record",): "2026-07-17"}  # as train_gpt.PRESETS names them
     changed = any(a.startswith("--") and not a.startswith(("--preset", "--gpu", "--steps")) for a in train_args)
     return None if changed else dates.get(tuple(presets))
 
@@ -400,6 +401,7 @@ def fake_step(tg, argv):
     bf16 = all(dtypes == ["torch.bfloat16"] * 3 and kind == BlockMask.__name__ for dtypes, kind in seen)
     return dict(level="fake", attention_calls=len(seen), attention_inputs=seen[0] if seen else None,
                 attention_bf16_blockmask=bf16, fp8_head=model.use_fp8, fp8_calls=live.fp8_calls,
+                fp8_mlp=any(block.mlp is not None and block.mlp.fp8 for block in model.blocks),
                 micro_batches_per_step=accum,
                 eager_peak_gib=live.peak / 2**30, eager_eval_peak_gib=live_eval.peak / 2**30,
                 memory_gib=torch.cuda.get_device_properties(0).total_memory / 2**30,
