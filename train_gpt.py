@@ -1122,7 +1122,7 @@ class FP8MLP(torch.autograd.Function):
     def backward(ctx, grad, _):
         x, fc, proj, pre, post = ctx.saved_tensors
         grad_pre = 2 * (grad @ proj) * F.relu(pre)
-        return grad_pre @ fc.T, x.T @ grad_pre, grad.T @ post, None, None
+        return (grad_pre @ fc.T, x.T @ grad_pre, grad.T @ post, None, None)
 
 
 @torch.no_grad()
