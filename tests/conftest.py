@@ -1,8 +1,9 @@
 """Shared fixtures: the repo root on sys.path, ../shared (real text and tokenizer) when it is present, train_gpt.py
 run in a process of its own, synthetic shards; and the test tiers. Tests that start train_gpt.py runs are marked
-e2e, the virtual GPU's are marked vgpu; the edit loop leaves both out:
+e2e, the virtual GPU's are marked vgpu, the records' training runs against their code (tests/test_record.py) slow;
+the edit loop leaves all three out:
 
-    python -m pytest tests -q -m "not e2e and not vgpu"
+    python -m pytest tests -q -m "not e2e and not vgpu and not slow"
 """
 import os
 import re
@@ -88,8 +89,8 @@ def synthetic_data(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def record_compile_cache(tmp_path_factory):
-    """VGPU_CACHE for the two tests that compile the 2025-12-31 record's own script on the virtual GPU (the GPU
-    check's dry-run and the virtual GPU's report): the second finds its kernels compiled, ~4 of CI's minutes."""
+    """VGPU_CACHE for the two tests that compile --preset=record on the virtual H100 (the virtual GPU's check and
+    its report beside the record's script): the second finds our kernels compiled."""
     return {**os.environ, "VGPU_CACHE": str(tmp_path_factory.mktemp("record_compile_cache"))}
 
 

@@ -55,8 +55,8 @@ def dry_run(tmp_path, *options, env=None):
 
 @pytest.mark.skipif(not (SHARED / "proxy").is_dir() or not (SHARED / "reference").is_dir(),
                     reason="../shared/proxy or ../shared/reference is absent")
-def test_dry_run_reports_every_stage(virtual_gpu, tmp_path, record_compile_cache):
-    code, report, markdown, output = dry_run(tmp_path, env=record_compile_cache)
+def test_dry_run_reports_every_stage(virtual_gpu, tmp_path):
+    code, report, markdown, output = dry_run(tmp_path)
     assert code == 0, output[-4000:]
     assert "budgets (s, x6): env 84, mlp_kernel 258" in output and "all stages 538 s on an H100 (limit 540)" in output
     stages = report["stages"]

@@ -115,6 +115,7 @@ def test_same_logits_loss_and_gradients(record, training):
             assert relative(p.grad, their_tensor(theirs, name, grad=True)) < 1e-4, name
 
 
+@pytest.mark.slow  # minutes: the edit loop leaves it out (README)
 def test_same_weights_after_optimizer_steps_with_the_schedules(record):
     """Six steps of a 6-step run: lr cooldown, momentum warmup and window growth all move."""
     theirs, mine = paired_models(record, seed=1)
@@ -269,6 +270,7 @@ def test_the_2025_12_31_model_gives_its_logits_loss_and_gradients(record_1231, t
                 assert relative(p.grad, their_1231_tensor(theirs, name, grad=True)) < 1e-4, name
 
 
+@pytest.mark.slow  # minutes: the edit loop leaves it out (README)
 def test_the_2025_12_31_preset_trains_as_its_code_across_every_schedule_transition(record_1231, proxy_dir):
     """--preset=2025-12-31 at its model's small size against its GPT, TrainingManager (NorMuon, its two Adams) and
     loader, with its schedules shrunk to 12 scheduled steps and 3 extension steps, 2 sequences a step: batch 512 ->
@@ -303,7 +305,7 @@ def test_the_2025_12_31_preset_trains_as_its_code_across_every_schedule_transiti
         for step in range(N):
             windows = tg.apply_schedules(step, ours, mine, my_muon, my_adam)
             assert mine.embed_tied == (not theirs.split_embed), step  # before its step unties it
-            micro_batches, their_loss = their_1231_step(their_step, loader, step)
+            micro_batches, their_loss = records_step(their_step, loader, step)
             assert windows.tolist() == [manager.ws_long, manager.ws_short], step
             assert len(micro_batches[0]) - 1 == tg.seq_len_at(step, ours), step
             my_loss = tg.train_step(mine, mine, torch.stack(micro_batches)[:, None], windows, my_muon, my_adam,
@@ -364,17 +366,17 @@ def test_the_varlen_stand_in_attends_as_flash_attention_does():
         assert torch.allclose(y[i], torch.einsum("hk,khd->hd", weights, v[start:i + 1]), atol=1e-6), i
 
 
-def their_1231_step(step, loader, index, accum=2):
-    """One step of its main loop (tools/record.py's trainer: its schedules, Adam's hooks on the last micro-batch,
-    its optimizers) on `accum` micro-batches from its loader. -> the micro-batches as 1-D token sequences (inputs
-    and the last target) and the loss per token"""
+def records_step(step, loader, index, accum=2):
+    """One step of a record's main loop (tools/record.py's trainer: its schedules, its optimizers; 2025-12-31's
+    Adam hooks on the last micro-batch) on `accum` micro-batches from its loader, each as the loader yields it.
+    -> the micro-batches as 1-D token sequences (inputs and the last target) and the loss per token"""
     taken = []
 
-    def batches():  # read once its schedules have advanced: the loader hears the step's batch size
+    def batches():  # read once its schedules have advanced: the loader hears the step's batch size (and cut)
         for _ in range(accum):
-            inputs, targets, seqlens = loader.send(step.manager.train_loader_send_args)
-            taken.append(torch.cat([inputs.long(), targets[-1:]]))
-            yield inputs, targets, seqlens
+            batch = loader.send(step.manager.train_loader_send_args)
+            taken.append(torch.cat([batch[0].long(), batch[1][-1:]]))
+            yield batch
     loss = step(index, batches())
     return taken, loss.item() / (accum * (len(taken[0]) - 1))
 
@@ -394,7 +396,7 @@ def test_the_2025_12_31_record_trains_on_cpu_with_its_own_optimizers_and_loader(
     adam = [p for group in manager.adam_opt.param_groups for p in group["params"]]
     for step in range(2):
         before = [p.detach().clone() for p in muon + adam]
-        assert math.isfinite(their_1231_step(their_step, loader, step)[1])
+        assert math.isfinite(records_step(their_step, loader, step)[1])
         moved = [(p.detach() - b).square().mean().sqrt().item() for p, b in zip(muon + adam, before)]  # RMS
         assert all(0 < m < 0.2 for m in moved[:len(muon)]), moved[:len(muon)]  # every matrix, by a small step
         embed_moved = moved[len(muon):]
@@ -700,6 +702,7 @@ def test_the_2026_07_17_schedules_are_its_schedules(record_0717):
     assert tg.window_blocks(schedule.total_steps, args, validation=True)[0] == manager.ws_long == 20
 
 
+@pytest.mark.slow  # minutes: the edit loop leaves it out (README)
 def test_the_2026_07_17_preset_trains_as_its_code_across_every_schedule_transition(record_0717, proxy_dir,
                                                                                  monkeypatch):
     """--preset=2026-07-17 at the small size against its GPT, TrainingManager (its NorMuonAndAdam: NorMuon on Q
@@ -740,7 +743,7 @@ def test_the_2026_07_17_preset_trains_as_its_code_across_every_schedule_transiti
     for step in range(N):
         windows = tg.apply_schedules(step, ours, mine, my_muon, my_adam)
         assert mine.embed_tied == (not manager.optimizer.split_embed), step
-        micro_batches, their_loss = their_0717_step(their_step, loader, step)
+        micro_batches, their_loss = records_step(their_step, loader, step)
         assert windows.tolist() == [manager.ws_long, manager.ws_short], step
         assert len(micro_batches[0]) - 1 == tg.seq_len_at(step, ours), step
         my_loss = tg.train_step(mine, mine, torch.stack(micro_batches)[:, None], windows, my_muon, my_adam,
@@ -750,20 +753,6 @@ def test_the_2026_07_17_preset_trains_as_its_code_across_every_schedule_transiti
             if not (name == "embed.weight" and mine.embed_tied):  # its copy is made on the next step
                 close = 1e-2 if name.startswith(("bigram.", "value_embeds.")) else 3e-3  # lr 0.6: 3.2e-3 seen
                 assert relative(p.detach(), their_0717_tensor(theirs, name).detach()) < close, (step, name)
-
-
-def their_0717_step(step, loader, index, accum=2):
-    """One step of its main loop (tools/record.py's trainer) on `accum` micro-batches from its loader. -> the
-    micro-batches as 1-D token sequences (inputs and the last target) and the loss per token"""
-    taken = []
-
-    def batches():  # read once its schedules have advanced: the loader hears the step's batch and document cut
-        for _ in range(accum):
-            batch = loader.send(step.manager.train_loader_send_args)
-            taken.append(torch.cat([batch[0].long(), batch[1][-1:]]))
-            yield batch
-    loss = step(index, batches())
-    return taken, loss.item() / (accum * (len(taken[0]) - 1))
 
 
 def test_the_2026_07_17_fp8_mlp_scales_follow_its_delayed_scales(record_0717):

@@ -8,8 +8,10 @@ What differs between records is a row of RECORDS. load(date, cpu=True) swaps the
 equivalents: the Triton kernels of their Newton-Schulz / Polar Express (each computes one line of the iteration;
 torch.matmul computes the same, and the iteration runs in fp32 instead of bf16), dense masks for FlexAttention
 (2025-08-23), a dense mask over cu_seqlens for FlashAttention-3's varlen call (2025-12-31), eager functions for
-compiled ones. On either device their collectives run as the only process of a group (OneProcess: gloo has no
-futures on its async work, which the records wait on).
+compiled ones; 2026-07-17's triton_kernels.py becomes torch stand-ins (kernels_2026_07_17). On a GPU its kernels
+run as they are (its CUDA cross-entropy compiled by NVRTC with torch's CUDA headers). On either device their
+collectives run as the only process of a group (OneProcess: gloo has no futures on its async work, which the
+records wait on).
 """
 import ast
 import re
@@ -100,12 +102,12 @@ class OneProcess:
 
 class Counting(OneProcess):
     """torch.distributed as rank 0 of `world_size` sees it, for counting only: each collective's kind and the bytes
-    of its whole tensor (all-reduce: the tensor; reduce-scatter: its input; all-gather: its output), in `sent`; no
-    data moves (on the null GPU nothing is read)."""
+    of its whole tensor (all-reduce: the tensor; reduce-scatter: its input; all-gather: its output; all-to-all: its
+    input), in `sent`; no data moves (on the null GPU nothing is read)."""
 
     def __init__(self, world_size):
         super().__init__(gathers_in_place=True)
-        self.world_size, self.sent = world_size, dict(all_reduce=0, reduce_scatter=0, all_gather=0)
+        self.world_size, self.sent = world_size, dict(all_reduce=0, reduce_scatter=0, all_gather=0, all_to_all=0)
 
     def get_world_size(self):
         return self.world_size
@@ -128,6 +130,13 @@ class Counting(OneProcess):
 
     def all_gather_into_tensor(self, out, tensor, async_op=False):
         return self.count("all_gather", [out])
+
+    def all_to_all_single(self, out, tensor, output_split_sizes=None, input_split_sizes=None, async_op=False):
+        """(all-to-all: its input, less what stays on this rank.) Counts exchanged without split sizes (record
+        2026-07-17's sparse rows) come back as sent: every rank receives what it sends."""
+        if output_split_sizes is None and out.shape == tensor.shape:
+            out.copy_(tensor)
+        return self.count("all_to_all", [tensor])
 
 
 def dense_flex_attention(q, k, v, block_mask, scale):
@@ -190,6 +199,17 @@ def loader_batches(sequences):
     """1-D token sequences (seq_len + 1 tokens, each starting a document) as record 2025-12-31's loader yields
     them: (inputs as int32, targets, cu_seqlens)."""
     return [(seq[:-1].int(), seq[1:], cu_seqlens(seq[:-1])) for seq in sequences]
+
+
+def loader_batch_2026_07_17(record, sequence):
+    """A 1-D CPU token sequence (seq_len + 1 tokens, starting a document) as record 2026-07-17's loader yields it
+    on a GPU: (inputs as int32, targets, cumulative document lengths padded to its TRAIN_MAX_NUM_DOCS, bigram hashes)
+    on the GPU, then the bigram hashes as a numpy array."""
+    inputs, targets = sequence[:-1].int(), sequence[1:]
+    lengths = cu_seqlens(inputs)
+    lengths = lengths[:record["TRAIN_MAX_NUM_DOCS"].get(len(inputs), len(lengths))]
+    bigrams = record["get_bigram_hash"](inputs)
+    return (inputs.cuda(), targets.cuda(), lengths.cuda(), bigrams.cuda(), bigrams.numpy())
 
 
 def flash_attention_hub(name, version=None):
@@ -318,9 +338,11 @@ def load(date, cpu, reference=REFERENCE):
         return None
     text = source.read_text()
     code = text[:text.index("\n=====")]  # the script, then its log
+    kernels_code = None
     if record.kernels_file:  # the script, then its triton_kernels.py
-        assert cpu, "its Triton kernels and CUDA cross-entropy on a GPU: not yet"
-        code = code[:code.index("\n\n" + "-" * 40 + "\n# triton_kernels.py")]
+        split = code.index("\n\n" + "-" * 40 + "\n# triton_kernels.py")
+        kernels_code = "\n" * code[:split].count("\n") + re.sub(r"^-+$", "", code[split:], flags=re.M)  # its lines
+        code = code[:split]
         start, end = code.index("with open(sys.argv[0], 'r')"), code.index("import copy")  # reads its source
         code = code[:start] + "code = ''" + "\n" * code[start:end].count("\n") + code[end:]
         start = code.index('rank = int(os.environ["RANK"])')  # its distributed setup, to master_process's line
@@ -364,11 +386,17 @@ def load(date, cpu, reference=REFERENCE):
     namespace = module.__dict__
     device = torch.device("cpu" if cpu else "cuda")
     namespace.update(get_kernel=flash_attention_hub, device=device, record_date=date, **record.main_globals)
-    if record.kernels_file:
+    if kernels_code and cpu:
         kernels = kernels_2026_07_17(None)
         namespace.update({k: v for k, v in kernels.items() if k != "update"})
+    elif kernels_code:  # its Triton kernels as they are; its CUDA cross-entropy compiled with torch's CUDA headers
+        headers = next(Path(torch.__file__).parents[1].glob("nvidia/*/include/cuda_bf16.h")).parent
+        exec(compile(kernels_code.replace('"/usr/local/cuda/include/"', repr(str(headers))), str(source), "exec"),
+             namespace)
+        namespace["_get_dummy_f32"](device)  # its global made before its compile: torch 2.11's dynamo refuses the
+        #                                      first write inside an autograd.Function's backward
     exec(compile(definitions + "\n".join(sum(wanted, [])), str(source), "exec"), namespace)
-    if record.kernels_file:
+    if kernels_code and cpu:
         optimizer = namespace["NorMuonAndAdam"]
         optimizer._cautious_wd_and_update_inplace = kernels_2026_07_17(
             optimizer._cautious_wd_and_update_inplace)["update"]
@@ -402,8 +430,11 @@ def cuda_model(record, tg):
     for module in model.modules():
         if isinstance(module, (torch.nn.Embedding, torch.nn.Linear)):
             module.weight.data = module.weight.data.bfloat16()
-    model.attn_gate_bank.data = model.attn_gate_bank.data.bfloat16()
-    model.ve_gate_bank.data = model.ve_gate_bank.data.bfloat16()
+    banks = ["attn_gate_bank", "ve_gate_bank"]
+    if record["record_date"] == "2026-07-17":
+        banks += ["qk_bank", "vo_bank", "mlp_bank", "mudd_w1", "mudd_w2", "mudd_b2"]
+    for name in banks:
+        getattr(model, name).data = getattr(model, name).data.bfloat16()
     return model
 
 
@@ -420,14 +451,17 @@ def trainer(record, model, compile=False, forward=None):
     compiled = torch.compile(model, dynamic=False, fullgraph=True) if compile else model
     forward = forward or compiled
     if record["record_date"] == "2026-07-17":
+        record["model"] = model  # its TrainingManager's sparse exchange reads the script's global
         manager = record["TrainingManager"](compiled)
         model.quantize_mlp_fp8(bootstrap_down=True)  # as its script leaves the model before its first step
 
         def step(index, batches, say=None):
             manager.advance_schedule(index)
             loss, start = 0, time.perf_counter()
-            for i, (inputs, targets, seqlens, bigram_inputs, *_) in enumerate(batches):
+            for i, (inputs, targets, seqlens, bigram_inputs, bigram_rows) in enumerate(batches):
+                manager.sparse_index_update(index, bigram_rows)  # its sparse bigram-gradient exchange, at 8 GPUs
                 micro = forward(inputs, targets, seqlens, bigram_inputs, manager.get_forward_args()).sum()
+                manager.sparse_index_share(index)
                 (micro * record["grad_scale"]).backward()
                 loss = loss + micro.detach()
                 if say:

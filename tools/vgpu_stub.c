@@ -4,7 +4,7 @@ Built as libcuda.so.1 and loaded with LD_PRELOAD (tools/virtual_gpu.py does both
   - the CUDA driver (libcuda.so.1: torch, Triton and inductor open it by that name),
   - the CUDA runtime entry points torch calls (they take precedence over the real libcudart),
   - the cuBLAS / cuBLASLt entry points torch's matmuls call.
-The device it describes is chosen by VGPU_GPU (h100 | 4090). Memory is address space only: cudaMalloc reserves
+The device it describes is chosen by VGPU_GPU (h100 | 4090 | 5090). Memory is address space only: cudaMalloc reserves
 pages that are never touched (PROT_NONE), copies to the device are dropped, copies from it read zeros, and every
 kernel launch returns at once. So a program runs with a real allocator, real compiled kernels and real launch
 sequences, and every value it computes is garbage. Counters of launches and of the largest shared memory a launch
@@ -32,13 +32,17 @@ typedef struct {
 /* From NVIDIA's documentation: CUDA C++ Programming Guide, "Technical Specifications per Compute Capability"
    (shared memory per SM / per block opt-in, resident threads and blocks per SM); the H100 Tensor Core GPU
    Architecture whitepaper (H100 SXM5: 132 SMs, 50 MB L2, 5120-bit HBM3) and the Ada GPU Architecture
-   whitepaper (RTX 4090: 128 SMs, 72 MB L2, 384-bit GDDR6X). Memory as nvidia-smi reports it (81559 MiB for
-   H100 80GB HBM3, as in ../shared/reference's record log; 24564 MiB for the RTX 4090). */
+   whitepaper (RTX 4090: 128 SMs, 72 MB L2, 384-bit GDDR6X) and NVIDIA's RTX 5090 specifications (170 SMs,
+   2.41 GHz boost, 96 MB L2, 512-bit GDDR7 at 28 Gbps; compute capability 12.0: 1536 threads and 32 blocks per
+   SM, 100 KB shared memory per SM, 99 KB per block). Memory as nvidia-smi reports it (81559 MiB for H100 80GB
+   HBM3, as in ../shared/reference's record log; 24564 MiB for the RTX 4090; 32607 MiB for the RTX 5090). */
 static const device_t DEVICES[] = {
     {"h100", "NVIDIA H100 80GB HBM3", 9, 0, 132, 2048, 32, 5120, 1980000, 2619000, 81559, 232448, 233472,
      50u << 20},
     {"4090", "NVIDIA GeForce RTX 4090", 8, 9, 128, 1536, 24, 384, 2520000, 10501000, 24564, 101376, 102400,
      72u << 20},
+    {"5090", "NVIDIA GeForce RTX 5090", 12, 0, 170, 1536, 32, 512, 2407000, 14001000, 32607, 101376, 102400,
+     96u << 20},
 };
 
 static const device_t *device(void) {
@@ -429,6 +433,13 @@ CUresult cuGetProcAddress(const char *name, void **fn, int version, cuuint64_t f
   *fn = driver_symbol(name);
   if (status) *status = CU_GET_PROC_ADDRESS_SUCCESS;
   return CUDA_SUCCESS;
+}
+
+/* NVRTC (torch.cuda._compile_kernel) asks the driver for an internal table (undocumented): there is none here, and
+   it goes on without one, as where no driver is installed */
+CUresult cuGetExportTable(const void **table, const CUuuid *id) {
+  *table = NULL;
+  return CUDA_ERROR_NOT_SUPPORTED;
 }
 
 /* modules and functions: a loaded module is a handle; a function remembers its name for messages */
