@@ -381,6 +381,7 @@ def records_step(step, loader, index, accum=2):
     return taken, loss.item() / (accum * (len(taken[0]) - 1))
 
 
+@pytest.mark.slow  # minutes: the edit loop leaves it out (README)
 def test_the_2025_12_31_record_trains_on_cpu_with_its_own_optimizers_and_loader(record_1231, proxy_dir):
     """Its model (shrunk to 2 heads of 64), its TrainingManager (NorMuon every step, its two DistAdams on odd
     steps only) and its loader (documents cut at 2048 tokens) for two steps, as its main loop runs them, through
@@ -514,6 +515,7 @@ def small_0717_model(record_0717, seed=0):
     return model
 
 
+@pytest.mark.slow  # minutes: the edit loop leaves it out (README)
 def test_the_2026_07_17_record_trains_on_cpu_with_its_own_optimizer_and_loader(record_0717, proxy_dir):
     """Its model, its TrainingManager (NorMuon every step, Adam on odd steps) and loader (documents cut at 896
     tokens in its first stage, bigram hashes beside the tokens), its FP8 MLP emulated, for two steps as its main
