@@ -90,7 +90,12 @@ def test_4090_preset_fits_a_5090_and_the_report_estimates_its_time():
     assert run["peak_allocated_gib"] <= 30 and run["peak_reserved_gib"] <= 31  # 32 GB card, room for the rest
     estimate = re.search(r"^\| ESTIMATE, not measured: training time \(s\), the roofline times 1390 steps .*"
                          r"RTX 5090 fork: 1,093 s.* \| (\d+) \|$", output, re.M)
-    assert estimate and 100 < int(estimate[1]) < 100_000, output[-3000:]
+    roofline = re.search(r"^\| roofline \(ms\).* \| ([\d.]+) \|$", output, re.M)
+    assert estimate and roofline, output[-3000:]
+    import train_gpt as tg  # the preset's run: its steps, each weighed by its tokens against the full batch's
+    args = tg.parse_args(["--preset=4090"])
+    steps = sum(tg.tokens_per_step_at(step, args) for step in range(args.num_iterations)) / 393_216
+    assert int(estimate[1]) == pytest.approx(float(roofline[1]) * steps / 1000, abs=1)
 
 
 @pytest.mark.parametrize("gpu,limit,capability", [("h100", 232_448, "9.0"), ("4090", 101_376, "8.9")])
