@@ -23,17 +23,21 @@ VGPU_MODULES = {"test_virtual_gpu"}  # and any test that takes the virtual_gpu f
 
 def pytest_collection_modifyitems(items):
     shares_cache = lambda item: "record_compile_cache" in getattr(item, "fixturenames", ())
-    # the two record_compile_cache tests, the longest pair, first: with --dist loadgroup one worker starts on them
-    # while the other takes the rest (their order kept: the second finds the first's kernels)
-    items.sort(key=lambda item: not shares_cache(item))
+    e2e = lambda item: item.module.__name__ in E2E_MODULES
+    # the longest groups first, so that with --dist loadgroup each worker starts on one while the other takes the
+    # rest: the two record_compile_cache tests (their order kept: the second finds the first's kernels), then e2e
+    items.sort(key=lambda item: (not shares_cache(item), not e2e(item)))
     for item in items:
-        if item.module.__name__ in E2E_MODULES:
+        if e2e(item):
             item.add_marker(pytest.mark.e2e)
         if item.module.__name__ in VGPU_MODULES or "virtual_gpu" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.vgpu)
         # with pytest-xdist's --dist loadgroup (.ci/run): a module's tests run on one worker, so that its fixtures
-        # are made once, and the two tests that share record_compile_cache on the same one
-        item.add_marker(pytest.mark.xdist_group("record_compile_cache" if shares_cache(item) else item.module.__name__))
+        # are made once; the two tests that share record_compile_cache on the same one; and the e2e modules on one
+        # worker, one run at a time: two CPU runs of a record preset at 2 processes each, one from each worker,
+        # beside the workers' own memory, took CI's 24 GB to an out-of-memory kill (2026-11-28)
+        group = "record_compile_cache" if shares_cache(item) else "e2e" if e2e(item) else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
 if (SHARED / "tiktoken_cache").is_dir():
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken_cache"))
 
